@@ -1,0 +1,38 @@
+"""Celery settings (see shared/spec/engineering-anchors.md §2 for why each one is here)."""
+import os
+
+broker_url = os.environ["REDIS_URL"]  # resolved by workers.celery_app (embedded server if unset)
+broker_connection_retry_on_startup = True  # wait for Redis at boot instead of crashing
+# Longer than any countdown or retry delay (capped at 600 s) plus task_time_limit, so Redis
+# does not redeliver a message that is merely waiting.
+broker_transport_options = {"visibility_timeout": 3600}
+visibility_timeout = 3600
+
+task_ignore_result = True  # no result backend: all state is in the database
+task_serializer = "json"
+accept_content = ["json"]  # messages carry ids only, never shopper data
+task_acks_late = True  # ack after the run; every task is idempotent
+task_reject_on_worker_lost = True  # a killed child's message goes back to the queue
+worker_prefetch_multiplier = 1  # slow HTTP-bound tasks: don't hoard messages
+worker_cancel_long_running_tasks_on_connection_loss = True
+worker_soft_shutdown_timeout = 20.0  # fits in Heroku's 30 s SIGTERM-to-SIGKILL window
+worker_enable_soft_shutdown_on_idle = True
+task_soft_time_limit = 240
+task_time_limit = 300  # a backstop: every HTTP call has its own timeout
+worker_max_tasks_per_child = 1000
+worker_hijack_root_logger = False
+
+task_default_queue = "default"
+task_routes = {
+    "loop.*": {"queue": "loop"},
+    "rlm.*": {"queue": "erp"},
+}
+# Publishing must not hang the webhook receiver when Redis is down: the sweeper re-enqueues.
+task_publish_retry_policy = {"max_retries": 2, "interval_start": 0, "interval_step": 0.2,
+                             "interval_max": 0.5}
+
+beat_scheduler = "redbeat.RedBeatScheduler"
+redbeat_redis_url = broker_url
+redbeat_key_prefix = os.environ.get("REDBEAT_KEY_PREFIX", "redbeat")
+redbeat_lock_timeout = 150  # a killed beat frees the lock in 2.5 min
+beat_max_loop_interval = 5

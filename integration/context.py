@@ -1,0 +1,47 @@
+"""Everything a workflow step needs, handed in rather than imported (no Celery here)."""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Callable
+
+from sqlalchemy.orm import Session, sessionmaker
+
+from .loop_client import LoopClient
+from .merchants import Merchant
+from .models import utcnow
+from .rlm_client import RlmClient, make_rlm_client
+from .settings import Settings
+
+# enqueue(step_name, target_id): publish a task for a step; called only after a commit.
+Enqueue = Callable[[str, object], None]
+
+
+@dataclass
+class Context:
+    settings: Settings
+    merchants: dict[str, Merchant]
+    sessions: sessionmaker[Session]
+    enqueue: Enqueue
+    now: Callable[[], datetime] = utcnow
+    loop_limiter_for: Callable[[Merchant], object] | None = None
+    _loop: dict[str, LoopClient] = field(default_factory=dict)
+    _rlm: dict[str, RlmClient] = field(default_factory=dict)
+
+    def merchant(self, name: str) -> Merchant:
+        return self.merchants[name]
+
+    def loop(self, merchant: Merchant) -> LoopClient:
+        client = self._loop.get(merchant.name)
+        if client is None:
+            limiter = self.loop_limiter_for(merchant) if self.loop_limiter_for else None
+            client = LoopClient(merchant.loop_base_url, merchant.loop_api_key,
+                                merchant.loop_api_version, limiter=limiter)
+            self._loop[merchant.name] = client
+        return client
+
+    def rlm(self, merchant: Merchant) -> RlmClient:
+        client = self._rlm.get(merchant.name)
+        if client is None:
+            client = self._rlm[merchant.name] = make_rlm_client(merchant)
+        return client

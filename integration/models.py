@@ -1,0 +1,151 @@
+"""All service state. Unique keys make duplicates impossible rather than merely unlikely."""
+from __future__ import annotations
+
+from datetime import datetime, timezone
+
+from sqlalchemy import (
+    JSON,
+    DateTime,
+    ForeignKey,
+    Integer,
+    String,
+    Text,
+    UniqueConstraint,
+    func,
+)
+from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
+
+
+def utcnow() -> datetime:
+    return datetime.now(timezone.utc)
+
+
+class Base(DeclarativeBase):
+    type_annotation_map = {datetime: DateTime(timezone=True), dict: JSON, list: JSON}
+
+
+class WebhookEvent(Base):
+    """Inbox: every accepted Loop delivery, stored (PII-minimised) before it is acknowledged."""
+
+    __tablename__ = "webhook_events"
+    __table_args__ = (UniqueConstraint("merchant", "dedupe_key", name="uq_webhook_events_dedupe"),)
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    merchant: Mapped[str] = mapped_column(String(64))
+    dedupe_key: Mapped[str] = mapped_column(String(64))
+    body_sha256: Mapped[str] = mapped_column(String(64))
+    topic: Mapped[str | None] = mapped_column(String(64))
+    trigger: Mapped[str | None] = mapped_column(String(64))
+    loop_return_id: Mapped[str | None] = mapped_column(String(32), index=True)
+    # received -> processing -> done | ignored | failed; invalid = stored for inspection only
+    status: Mapped[str] = mapped_column(String(16), index=True)
+    attempts: Mapped[int] = mapped_column(Integer, default=0)
+    last_error: Mapped[str | None] = mapped_column(Text)
+    payload: Mapped[dict | None] = mapped_column(JSON)
+    received_at: Mapped[datetime] = mapped_column(default=utcnow)
+    updated_at: Mapped[datetime] = mapped_column(default=utcnow, onupdate=utcnow)
+
+
+class Return(Base):
+    """One Loop return and its RMA; `state` is our lifecycle (see integration.lifecycle)."""
+
+    __tablename__ = "returns"
+    __table_args__ = (UniqueConstraint("merchant", "loop_return_id", name="uq_returns_loop_id"),)
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    merchant: Mapped[str] = mapped_column(String(64))
+    loop_return_id: Mapped[str] = mapped_column(String(32))
+    state: Mapped[str] = mapped_column(String(32), index=True)
+    loop_state: Mapped[str | None] = mapped_column(String(16))
+    loop_updated_at: Mapped[str | None] = mapped_column(String(40))
+    order_name: Mapped[str | None] = mapped_column(String(64))
+    currency: Mapped[str | None] = mapped_column(String(8))
+    total: Mapped[str | None] = mapped_column(String(32))
+    loop_created_at: Mapped[str | None] = mapped_column(String(40))
+    # One entry per Loop unit: line_item_id, sku, barcode, price, discount, reasons, title.
+    units: Mapped[list] = mapped_column(JSON, default=list)
+    rma_number: Mapped[int | None] = mapped_column(Integer, index=True)
+    rma_status: Mapped[str | None] = mapped_column(String(24))
+    # RA lines as RLM stored them: line_number, sku, upc, qty_authorized, unit_price, refs.
+    rma_lines: Mapped[list] = mapped_column(JSON, default=list)
+    transmitted_at: Mapped[datetime | None]
+    first_receipt_at: Mapped[datetime | None]
+    expires_at: Mapped[datetime | None]
+    decision: Mapped[str | None] = mapped_column(String(24))
+    decision_detail: Mapped[dict | None] = mapped_column(JSON)
+    loop_note: Mapped[str | None] = mapped_column(String(255))
+    loop_action_claimed_at: Mapped[datetime | None]
+    loop_actioned_at: Mapped[datetime | None]
+    attention_reason: Mapped[str | None] = mapped_column(Text)
+    # The step that was running when the return was parked, so `retry` resumes there.
+    attention_step: Mapped[str | None] = mapped_column(String(32))
+    step_attempts: Mapped[int] = mapped_column(Integer, default=0)
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+    updated_at: Mapped[datetime] = mapped_column(default=utcnow, onupdate=utcnow, index=True)
+    version: Mapped[int] = mapped_column(Integer, nullable=False, default=1)
+
+    timeline: Mapped[list["TimelineEntry"]] = relationship(
+        back_populates="ret", order_by="TimelineEntry.id", cascade="all, delete-orphan"
+    )
+
+    # Optimistic locking: two workers touching one return cannot both win a transition.
+    __mapper_args__ = {"version_id_col": version}
+
+
+class TimelineEntry(Base):
+    __tablename__ = "timeline"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    return_id: Mapped[int] = mapped_column(ForeignKey("returns.id"), index=True)
+    at: Mapped[datetime] = mapped_column(default=utcnow)
+    from_state: Mapped[str | None] = mapped_column(String(32))
+    to_state: Mapped[str] = mapped_column(String(32))
+    cause: Mapped[str] = mapped_column(String(64))
+    detail: Mapped[str | None] = mapped_column(Text)
+
+    ret: Mapped[Return] = relationship(back_populates="timeline")
+
+
+class Receipt(Base):
+    """An RLM item receipt (append-only in RLM), deduplicated on its receipt number."""
+
+    __tablename__ = "receipts"
+    __table_args__ = (
+        UniqueConstraint("merchant", "receipt_number", name="uq_receipts_number"),
+    )
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    merchant: Mapped[str] = mapped_column(String(64))
+    receipt_number: Mapped[int] = mapped_column(Integer)
+    ra_number: Mapped[int] = mapped_column(Integer, index=True)
+    received_at: Mapped[str | None] = mapped_column(String(40))
+    lines: Mapped[list] = mapped_column(JSON, default=list)
+    stored_at: Mapped[datetime] = mapped_column(default=utcnow)
+
+
+class FeedCursor(Base):
+    """Where each incremental feed (RLM receipts, Loop returns list) got to, per merchant."""
+
+    __tablename__ = "feed_cursors"
+
+    merchant: Mapped[str] = mapped_column(String(64), primary_key=True)
+    feed: Mapped[str] = mapped_column(String(32), primary_key=True)
+    cursor: Mapped[str | None] = mapped_column(Text)
+    updated_at: Mapped[datetime] = mapped_column(default=utcnow, onupdate=utcnow)
+
+
+def create_all(engine) -> None:
+    Base.metadata.create_all(engine)
+
+
+__all__ = [
+    "Base",
+    "WebhookEvent",
+    "Return",
+    "TimelineEntry",
+    "Receipt",
+    "FeedCursor",
+    "create_all",
+    "utcnow",
+    "func",
+]

@@ -1,0 +1,588 @@
+"""The workflow steps. Each takes an id, re-reads state, and is safe to run twice.
+
+No database transaction is held open across an HTTP call: a step reads a snapshot, talks to
+Loop or RLM, then re-reads the row under a lock and writes only if the return is still where
+the step expected it. The next step is enqueued only after the commit.
+"""
+from __future__ import annotations
+
+import logging
+from contextlib import contextmanager
+from datetime import datetime, timedelta, timezone
+from typing import Iterator
+
+from sqlalchemy import select
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.orm import Session
+
+from . import lifecycle as lc
+from . import rules
+from .context import Context
+from .db import after_commit, session_scope
+from .errors import FinalError, NotFound, RetryableError, StepFailed
+from .mapping import (
+    build_ra,
+    group_units,
+    item_fields,
+    money,
+    parse_loop_time,
+    ra_line,
+    reason_for,
+    sku_candidates,
+    unit_from_loop,
+)
+from .merchants import Merchant
+from .models import FeedCursor, Receipt, Return, WebhookEvent
+from .notes import flag_note
+
+log = logging.getLogger(__name__)
+
+LOOP_STATES = {"open", "review", "closed", "cancelled", "expired"}
+CLOSE_REASON = {
+    rules.PROCESS: "LOOP_PROCESSED",
+    rules.REMOVE_AND_PROCESS: "LOOP_PROCESSED",
+    rules.FLAG: "LOOP_FLAG_RESOLVED",
+    rules.CLOSE: "EXPIRED",
+    "by_person": "MANUAL",
+}
+# Loop state that shows each of our actions landed.
+LANDED_STATE = {rules.PROCESS: "closed", rules.REMOVE_AND_PROCESS: "closed",
+                rules.CLOSE: "closed", rules.FLAG: "review"}
+
+
+def as_utc(value: datetime | None) -> datetime | None:
+    """SQLite hands datetimes back naive; everything we store is UTC."""
+    if value is None or value.tzinfo is not None:
+        return value
+    return value.replace(tzinfo=timezone.utc)
+
+
+def loop_state(raw: str | None) -> str:
+    state = (raw or "").strip().lower()
+    return "review" if state == "needs review" else state
+
+
+# --- small transaction helpers ---------------------------------------------------------------
+def _snapshot(ctx: Context, return_id: int) -> Return | None:
+    with session_scope(ctx.sessions) as s:
+        return s.get(Return, return_id)
+
+
+@contextmanager
+def _locked(ctx: Context, return_id: int) -> Iterator[tuple[Session, Return | None]]:
+    with session_scope(ctx.sessions) as s:
+        yield s, s.get(Return, return_id, with_for_update=True)
+
+
+def _enqueue_next(ctx: Context, s: Session, ret: Return) -> None:
+    step = lc.NEXT_STEP.get(ret.state)
+    if step and ret.state not in lc.WAITING_FOR_GOODS:
+        return_id = ret.id
+        after_commit(s, lambda: ctx.enqueue(step, return_id))
+
+
+def park_return(ctx: Context, return_id: int, step: str, reason: str) -> None:
+    """needs_attention with a reason an operator can act on; nothing is dropped."""
+    with _locked(ctx, return_id) as (_, ret):
+        if ret is None or ret.state in lc.TERMINAL or ret.state == lc.NEEDS_ATTENTION:
+            return
+        lc.park(ret, step, reason[:2000])
+    log.warning("return parked", extra={"return_id": return_id, "step": step})
+
+
+# --- events ----------------------------------------------------------------------------------
+def handle_event(ctx: Context, event_id: int) -> None:
+    with session_scope(ctx.sessions) as s:
+        ev = s.get(WebhookEvent, event_id, with_for_update=True)
+        if ev is None or ev.status not in ("received", "processing"):
+            return
+        ev.status, ev.attempts = "processing", ev.attempts + 1
+        merchant_name, payload = ev.merchant, dict(ev.payload or {})
+
+    topic, trigger = payload.get("topic"), payload.get("trigger")
+    merchant = ctx.merchants.get(merchant_name)
+    if merchant is None:
+        return _finish_event(ctx, event_id, "failed", f"unknown merchant {merchant_name}")
+    if topic == "return.processing":
+        _processing_failed(ctx, merchant, payload)
+    elif topic == "return":
+        try:
+            details = ctx.loop(merchant).get_return(payload["loop_return_id"])
+        except NotFound:
+            return _finish_event(ctx, event_id, "failed", "Loop does not know this return")
+        ingest_return(ctx, merchant, details, cause=f"webhook {trigger}")
+    else:
+        return _finish_event(ctx, event_id, "ignored", f"topic {topic} is not acted on")
+    _finish_event(ctx, event_id, "done", None)
+
+
+def _finish_event(ctx: Context, event_id: int, status: str, error: str | None) -> None:
+    with session_scope(ctx.sessions) as s:
+        ev = s.get(WebhookEvent, event_id)
+        if ev is not None:
+            ev.status, ev.last_error = status, error
+
+
+def fail_event(ctx: Context, event_id: int, error: str) -> None:
+    _finish_event(ctx, event_id, "failed", error[:2000])
+
+
+def _processing_failed(ctx: Context, merchant: Merchant, payload: dict) -> None:
+    with session_scope(ctx.sessions) as s:
+        ret = s.scalar(select(Return).where(Return.merchant == merchant.name,
+                                            Return.loop_return_id == payload["loop_return_id"]))
+        if ret is None:
+            return
+        message = payload.get("message") or "no message"
+        reason = f"Loop could not process the return: {message} (source {payload.get('source')})"
+        if ret.state in (lc.NEEDS_ATTENTION, lc.CANCELLED):
+            lc.note(ret, "return.processing.failed", reason)
+        else:
+            # Keep the step that was next so `retry` can resume once the cause is fixed.
+            lc.park(ret, lc.NEXT_STEP.get(ret.state), reason)
+
+
+def ingest_return(ctx: Context, merchant: Merchant, details: dict, cause: str) -> int:
+    """Record a return as Loop reports it now (from a webhook or the list pull) and react."""
+    for attempt in range(2):
+        try:
+            return _ingest(ctx, merchant, details, cause)
+        except IntegrityError:
+            if attempt:  # a concurrent insert won the race twice: cannot happen, so surface it
+                raise
+    raise AssertionError("unreachable")
+
+
+def _ingest(ctx: Context, merchant: Merchant, details: dict, cause: str) -> int:
+    loop_id = str(details["id"])
+    state = loop_state(details.get("state"))
+    with session_scope(ctx.sessions) as s:
+        ret = s.scalar(select(Return).where(Return.merchant == merchant.name,
+                                            Return.loop_return_id == loop_id).with_for_update())
+        if ret is None:
+            ret = _new_return(merchant, details, state)
+            s.add(ret)
+            lc.note(ret, cause, f"Loop state {state}")
+            s.flush()
+        elif ret.loop_state != state:
+            lc.note(ret, cause, f"Loop state {ret.loop_state} -> {state}")
+        ret.loop_state = state
+        ret.loop_updated_at = str(details.get("updated_at") or "")
+        _react_to_loop_state(ret, state)
+        _enqueue_next(ctx, s, ret)
+        return ret.id
+
+
+def _new_return(merchant: Merchant, details: dict, state: str) -> Return:
+    return Return(
+        merchant=merchant.name,
+        loop_return_id=str(details["id"]),
+        state=lc.RECEIVED,
+        loop_state=state,
+        order_name=details.get("order_name"),
+        currency=details.get("currency"),
+        total=str(money(details.get("total"))),
+        loop_created_at=str(details.get("created_at") or ""),
+        units=[unit_from_loop(item) for item in details.get("line_items") or []],
+    )
+
+
+def _react_to_loop_state(ret: Return, state: str) -> None:
+    """What a Loop state we did not cause means for our side (workflow.md side paths)."""
+    ours = ret.loop_action_claimed_at is not None
+    if state in ("cancelled", "expired"):
+        if ret.state in (lc.RECEIVED, lc.RMA_CREATED, lc.TRANSMITTED):
+            lc.transition(ret, lc.CANCELLING, f"Loop return {state}", "cancel the RMA in RLM")
+        elif ret.state in (lc.PARTIALLY_RECEIVED, lc.FULLY_RECEIVED, lc.DECIDED):
+            lc.park(ret, None, f"Loop return {state} after goods were received in RLM "
+                               f"(RA {ret.rma_number}); review by hand")
+    elif state in ("closed", "review") and not ours:
+        if ret.state in (lc.RECEIVED, lc.RMA_CREATED) or ret.state in lc.WAITING_FOR_GOODS \
+                or ret.state == lc.DECIDED:
+            ret.decision = "by_person"
+            verb = "processed or closed" if state == "closed" else "flagged"
+            lc.transition(ret, lc.LOOP_ACTIONED, f"{verb} by a person in Loop",
+                          "no action of ours; the RMA will be closed")
+
+
+# --- RMA creation ----------------------------------------------------------------------------
+def create_rma(ctx: Context, return_id: int) -> None:
+    snap = _snapshot(ctx, return_id)
+    if snap is None or snap.state != lc.RECEIVED:
+        return
+    merchant = ctx.merchant(snap.merchant)
+    # Re-read: the address goes straight from Loop to RLM and is never stored here.
+    details = ctx.loop(merchant).get_return(snap.loop_return_id)
+    if loop_state(details.get("state")) != "open":
+        ingest_return(ctx, merchant, details, cause="Loop state re-read before creating the RMA")
+        return
+    rlm = ctx.rlm(merchant)
+    groups = group_units([unit_from_loop(i) for i in details.get("line_items") or []])
+    if not groups:
+        raise StepFailed("the Loop return has no line items")
+    lines, unknown = [], []
+    for number, group in enumerate(groups, start=1):
+        resolved = _resolve(rlm, merchant, group)
+        if resolved is None:
+            unknown.append(f"{group.sku or '(no SKU)'} (barcode {group.barcode or 'none'})")
+            continue
+        code, text = reason_for(group, merchant.reason_code_for)
+        lines.append(ra_line(number, group, resolved, code, text))
+    if unknown:
+        raise StepFailed("SKU unknown to RLM: " + ", ".join(unknown)
+                         + "; no RMA created. Fix the catalog or SKU mapping, then retry.")
+    try:
+        ra, created = rlm.create_ra(build_ra(merchant, details, lines))
+    except FinalError as exc:
+        raise StepFailed(_rejection(exc, groups)) from None
+
+    with _locked(ctx, return_id) as (s, ret):
+        if ret is None:
+            return
+        ret.rma_number = ra["ra_number"]
+        ret.rma_status = ra.get("status")
+        ret.rma_lines = [_keep_line(line) for line in ra.get("lines") or lines]
+        ret.expires_at = _expiry(ra, merchant, ctx.now())
+        if ret.state != lc.RECEIVED:
+            lc.note(ret, "RMA created while the return moved on", f"RA {ret.rma_number}")
+            return
+        target = lc.TRANSMITTED if ra.get("status") == "TRANSMITTED" else lc.RMA_CREATED
+        verb = "created" if created else "found (create replayed)"
+        lc.transition(ret, target, f"RMA {verb} in RLM", f"RA {ret.rma_number}, status {ra.get('status')}")
+        if target == lc.TRANSMITTED:
+            ret.transmitted_at = ctx.now()
+        _enqueue_next(ctx, s, ret)
+
+
+def _resolve(rlm, merchant: Merchant, group) -> dict | None:
+    for query in sku_candidates(group, merchant.sku_pattern):
+        for item in rlm.find_items(**query):
+            try:
+                return item_fields(item, group)
+            except LookupError:
+                continue
+    return None
+
+
+def _rejection(exc: FinalError, groups) -> str:
+    """RLM's own message, verbatim, plus the SKU of the line it names."""
+    text = f"RLM rejected the RMA: {exc.message}"
+    body = exc.body if isinstance(exc.body, dict) else {}
+    number = body.get("line_number")
+    if isinstance(number, int) and 1 <= number <= len(groups):
+        text += f" (line {number}: SKU {groups[number - 1].sku})"
+    return text
+
+
+def _keep_line(line: dict) -> dict:
+    keys = ("line_number", "sku_number", "style_number", "color", "size", "upc",
+            "qty_authorized", "unit_price", "external_line_refs")
+    return {k: line.get(k) for k in keys}
+
+
+def _expiry(ra: dict, merchant: Merchant, now: datetime) -> datetime:
+    raw = ra.get("expiration_date")
+    if raw:
+        try:
+            day = datetime.strptime(str(raw), "%Y%m%d").replace(tzinfo=timezone.utc)
+            return day + timedelta(days=1)
+        except ValueError:
+            pass
+    return now + timedelta(days=merchant.criteria.expiry_days)
+
+
+def transmit_rma(ctx: Context, return_id: int) -> None:
+    snap = _snapshot(ctx, return_id)
+    if snap is None or snap.state != lc.RMA_CREATED:
+        return
+    rlm = ctx.rlm(ctx.merchant(snap.merchant))
+    try:
+        result = rlm.transmit(snap.rma_number)
+        detail = f"ASN {result.get('asn_number')}"
+    except FinalError as exc:
+        if exc.status != 409:
+            raise StepFailed(f"RLM refused to transmit RA {snap.rma_number}: {exc.message}") from None
+        # 409: maybe an earlier attempt (or RLM's auto-transmit) already did it.
+        status = rlm.get_ra(snap.rma_number).get("status")
+        if status in ("OPEN", "CLOSED", "CANCELLED"):
+            raise StepFailed(f"RLM refused to transmit RA {snap.rma_number}: {exc.message}") from None
+        detail = f"already {status} in RLM"
+    with _locked(ctx, return_id) as (s, ret):
+        if ret is None or ret.state != lc.RMA_CREATED:
+            return
+        ret.rma_status = "TRANSMITTED"
+        ret.transmitted_at = ctx.now()
+        lc.transition(ret, lc.TRANSMITTED, "RMA transmitted in RLM", detail)
+
+
+# --- receipts and the decision ---------------------------------------------------------------
+def poll_receipts(ctx: Context, merchant_name: str, max_pages: int = 50) -> int:
+    """One incremental pass over RLM's receipt feed; returns how many new receipts it stored."""
+    merchant = ctx.merchant(merchant_name)
+    rlm = ctx.rlm(merchant)
+    with session_scope(ctx.sessions) as s:
+        row = s.get(FeedCursor, (merchant.name, "rlm_receipts"))
+        cursor = row.cursor if row else None
+    since = (ctx.now() - timedelta(days=ctx.settings.receipt_lookback_days)).strftime("%Y-%m-%dT%H:%M:%SZ")
+    stored = 0
+    for _ in range(max_pages):
+        page = rlm.receipt_page(cursor=cursor, updated_since=None if cursor else since)
+        stored += _store_receipts(ctx, merchant, page)
+        cursor = page.get("next_cursor") or cursor
+        if not page.get("has_more"):
+            break
+    return stored
+
+
+def _store_receipts(ctx: Context, merchant: Merchant, page: dict) -> int:
+    new_ras: set[int] = set()
+    added = 0
+    with session_scope(ctx.sessions) as s:
+        for r in page.get("data") or []:
+            number = int(r["receipt_number"])
+            exists = s.scalar(select(Receipt.id).where(Receipt.merchant == merchant.name,
+                                                       Receipt.receipt_number == number))
+            if exists:
+                continue  # the feed is at-least-once
+            s.add(Receipt(merchant=merchant.name, receipt_number=number, ra_number=int(r["ra_number"]),
+                          received_at=r.get("received_at"), lines=r.get("lines") or []))
+            new_ras.add(int(r["ra_number"]))
+            added += 1
+        row = s.get(FeedCursor, (merchant.name, "rlm_receipts"))
+        if row is None:
+            row = FeedCursor(merchant=merchant.name, feed="rlm_receipts")
+            s.add(row)
+        row.cursor = page.get("next_cursor") or row.cursor
+        if new_ras:
+            ids = s.scalars(select(Return.id).where(Return.merchant == merchant.name,
+                                                    Return.rma_number.in_(new_ras))).all()
+            after_commit(s, lambda: [ctx.enqueue("decide", i) for i in ids])
+    return added
+
+
+def decide(ctx: Context, return_id: int) -> None:
+    """Bring the receiving state up to date and, when it is time, decide process or flag."""
+    merchant = None
+    with _locked(ctx, return_id) as (s, ret):
+        if ret is None or ret.state not in lc.WAITING_FOR_GOODS:
+            return
+        merchant = ctx.merchant(ret.merchant)
+        receipts = [{"lines": r.lines, "received_at": r.received_at} for r in s.scalars(
+            select(Receipt).where(Receipt.merchant == ret.merchant,
+                                  Receipt.ra_number == ret.rma_number).order_by(Receipt.receipt_number))]
+        _advance_receiving(ret, receipts)
+        decision = rules.decide(
+            ret.rma_lines, receipts, merchant.criteria, now=ctx.now(),
+            first_receipt_at=as_utc(ret.first_receipt_at), expires_at=as_utc(ret.expires_at),
+            return_total=money(ret.total) if ret.total else None)
+        if decision.action == rules.WAIT:
+            return
+        ret.decision = decision.action
+        detail = decision.as_dict()
+        detail["inputs"] = {"receipts": len(receipts), "rma_lines": len(ret.rma_lines)}
+        if decision.action == rules.FLAG:
+            ret.loop_note = flag_note(ret.rma_number, [d.text for d in decision.discrepancies])
+            detail["note_posted"] = False
+        ret.decision_detail = detail
+        why = ", ".join(decision.rules) if decision.rules else "all units received in accepted condition"
+        lc.transition(ret, lc.DECIDED, f"decision: {decision.action}", f"{why}: {decision.summary}")
+        _enqueue_next(ctx, s, ret)
+
+
+def _advance_receiving(ret: Return, receipts: list[dict]) -> None:
+    progress = rules.receipt_progress(ret.rma_lines, receipts)
+    if progress == "none":
+        return
+    if ret.first_receipt_at is None:
+        stamps = [parse_loop_time(r.get("received_at")) for r in receipts]
+        ret.first_receipt_at = min((t for t in stamps if t), default=None) or datetime.now(timezone.utc)
+    target = lc.FULLY_RECEIVED if progress == "complete" else lc.PARTIALLY_RECEIVED
+    if target != ret.state and not (ret.state == lc.FULLY_RECEIVED and target == lc.PARTIALLY_RECEIVED):
+        lc.transition(ret, target, "receipt posted in RLM", f"{len(receipts)} receipt(s)")
+
+
+# --- the Loop action -------------------------------------------------------------------------
+def act_in_loop(ctx: Context, return_id: int) -> None:
+    snap = _snapshot(ctx, return_id)
+    if snap is None or snap.state != lc.DECIDED:
+        return
+    merchant = ctx.merchant(snap.merchant)
+    loop = ctx.loop(merchant)
+    action = snap.decision
+    details = loop.get_return(snap.loop_return_id)
+    state = loop_state(details.get("state"))
+
+    if snap.loop_action_claimed_at is None:
+        if state != "open":
+            ingest_return(ctx, merchant, details, cause="Loop state re-read before acting")
+            return
+        if not _claim(ctx, return_id):
+            return
+        _call_action(ctx, loop, snap, action, return_id)
+    elif state == LANDED_STATE.get(action):
+        pass  # an earlier attempt's call landed
+    elif state == "open":
+        age = (ctx.now() - as_utc(snap.loop_action_claimed_at)).total_seconds()
+        if age < ctx.settings.loop_settle_s:
+            # A process call only queues work in Loop: give it time to show before re-sending.
+            raise RetryableError("loop", "waiting to see whether the earlier call landed",
+                                 retry_after=ctx.settings.loop_settle_s - age)
+        _call_action(ctx, loop, snap, action, return_id)
+    else:
+        ingest_return(ctx, merchant, details, cause="Loop state changed while we acted")
+        return
+
+    if action == rules.FLAG:
+        _post_note_once(loop, snap)
+    with _locked(ctx, return_id) as (s, ret):
+        if ret is None or ret.state != lc.DECIDED:
+            return
+        ret.loop_actioned_at = ctx.now()
+        if action == rules.FLAG:
+            ret.decision_detail = {**(ret.decision_detail or {}), "note_posted": True}
+        lc.transition(ret, lc.LOOP_ACTIONED, _ACTION_TEXT[action], ret.loop_note)
+        _enqueue_next(ctx, s, ret)
+
+
+_ACTION_TEXT = {
+    rules.PROCESS: "processed in Loop (queued)",
+    rules.REMOVE_AND_PROCESS: "missing items removed in Loop, rest processed",
+    rules.FLAG: "flagged in Loop with a note",
+    rules.CLOSE: "closed in Loop (expired)",
+}
+
+
+def _claim(ctx: Context, return_id: int) -> bool:
+    """Mark that we are about to act, so no other worker (or retry) acts blindly again."""
+    with _locked(ctx, return_id) as (_, ret):
+        if ret is None or ret.state != lc.DECIDED or ret.loop_action_claimed_at is not None:
+            return False
+        ret.loop_action_claimed_at = ctx.now()
+        return True
+
+
+def _call_action(ctx: Context, loop, snap: Return, action: str, return_id: int) -> None:
+    try:
+        if action == rules.PROCESS:
+            loop.process(snap.loop_return_id, {"rlm_ra_number": str(snap.rma_number)})
+        elif action == rules.FLAG:
+            loop.flag(snap.loop_return_id)
+        elif action == rules.REMOVE_AND_PROCESS:
+            loop.remove_items(snap.loop_return_id, (snap.decision_detail or {}).get("remove_line_item_ids", []))
+        elif action == rules.CLOSE:
+            loop.close(snap.loop_return_id)
+        else:
+            raise StepFailed(f"unknown decision {action!r}")
+    except FinalError as exc:
+        # Refused: perhaps a person acted in the meantime. Loop's state tells.
+        details = loop.get_return(snap.loop_return_id)
+        if loop_state(details.get("state")) != "open":
+            _release_claim(ctx, return_id)
+            ingest_return(ctx, ctx.merchant(snap.merchant), details,
+                          cause=f"Loop refused {action} ({exc.code or exc.message})")
+            raise _Superseded() from None
+        raise StepFailed(f"Loop refused to {action} the return: {exc.message} ({exc.code})") from None
+
+
+class _Superseded(Exception):
+    """The return moved on while this step ran; nothing more to do here."""
+
+
+def _release_claim(ctx: Context, return_id: int) -> None:
+    with _locked(ctx, return_id) as (_, ret):
+        if ret is not None:
+            ret.loop_action_claimed_at = None
+
+
+def _post_note_once(loop, snap: Return) -> None:
+    note = snap.loop_note
+    if not note or (snap.decision_detail or {}).get("note_posted"):
+        return
+    if any(n.get("content") == note for n in loop.get_notes(snap.loop_return_id)):
+        return  # an earlier attempt posted it
+    loop.create_note(snap.loop_return_id, note)
+
+
+# --- closing and cancelling the RMA ----------------------------------------------------------
+def close_rma(ctx: Context, return_id: int) -> None:
+    snap = _snapshot(ctx, return_id)
+    if snap is None or snap.state not in (lc.LOOP_ACTIONED, lc.RMA_CLOSED):
+        return
+    detail = "RA already closed"
+    if snap.state == lc.LOOP_ACTIONED:
+        rlm = ctx.rlm(ctx.merchant(snap.merchant))
+        ra = _find_ra(rlm, snap)
+        reason = CLOSE_REASON.get(snap.decision or "", "MANUAL")
+        if ra is None:
+            detail = "no RMA existed in RLM"
+        elif ra["status"] == "OPEN":  # RLM closes only transmitted RAs; an untransmitted one is cancelled
+            rlm.cancel(ra["ra_number"])
+            detail = f"RA {ra['ra_number']} cancelled (never transmitted)"
+        elif ra["status"] in ("TRANSMITTED", "PARTIALLY_RECEIVED", "RECEIVED"):
+            rlm.close(ra["ra_number"], reason, (snap.loop_note or snap.decision or "")[:250])
+            detail = f"RA {ra['ra_number']} closed: {reason}"
+        else:
+            detail = f"RA {ra['ra_number']} already {ra['status']}"
+    with _locked(ctx, return_id) as (_, ret):
+        if ret is None or ret.state not in (lc.LOOP_ACTIONED, lc.RMA_CLOSED):
+            return
+        if ret.state == lc.LOOP_ACTIONED:
+            lc.transition(ret, lc.RMA_CLOSED, "RMA resolved in RLM", detail)
+        lc.transition(ret, lc.COMPLETE, "return complete")
+
+
+def cancel_rma(ctx: Context, return_id: int) -> None:
+    snap = _snapshot(ctx, return_id)
+    if snap is None or snap.state != lc.CANCELLING:
+        return
+    rlm = ctx.rlm(ctx.merchant(snap.merchant))
+    ra = _find_ra(rlm, snap)
+    if ra is None:
+        detail = "no RMA existed in RLM"
+    elif ra["status"] in ("OPEN", "TRANSMITTED"):
+        try:
+            rlm.cancel(ra["ra_number"])
+        except FinalError as exc:
+            raise StepFailed(f"RLM refused to cancel RA {ra['ra_number']}: {exc.message}") from None
+        detail = f"RA {ra['ra_number']} cancelled"
+    elif ra["status"] in ("CANCELLED", "CLOSED"):
+        detail = f"RA {ra['ra_number']} already {ra['status']}"
+    else:
+        raise StepFailed(f"Loop return cancelled but RLM has received goods against RA "
+                         f"{ra['ra_number']} ({ra['status']}); review by hand")
+    with _locked(ctx, return_id) as (_, ret):
+        if ret is None or ret.state != lc.CANCELLING:
+            return
+        if ra is not None:
+            ret.rma_number, ret.rma_status = ra["ra_number"], "CANCELLED"
+        lc.transition(ret, lc.CANCELLED, "RMA cancelled in RLM", detail)
+
+
+def _find_ra(rlm, snap: Return) -> dict | None:
+    if snap.rma_number:
+        return rlm.get_ra(snap.rma_number)
+    # The RMA may exist even though we never recorded it (a create that raced a cancel).
+    return rlm.find_ra(snap.loop_return_id)
+
+
+# --- steps by name, for the task layer -------------------------------------------------------
+STEPS = {
+    "create_rma": create_rma,
+    "transmit_rma": transmit_rma,
+    "decide": decide,
+    "act_in_loop": act_in_loop,
+    "close_rma": close_rma,
+    "cancel_rma": cancel_rma,
+}
+
+
+def run_step(ctx: Context, step: str, return_id: int) -> None:
+    """Run one step; a final failure parks the return (retryable errors propagate)."""
+    try:
+        STEPS[step](ctx, return_id)
+    except _Superseded:
+        return
+    except StepFailed as exc:
+        park_return(ctx, return_id, step, str(exc))
+    except FinalError as exc:
+        park_return(ctx, return_id, step, f"{exc.system.upper()} answered {exc.status}: {exc.message}")

@@ -1,0 +1,60 @@
+"""Service settings, read once from the environment (Heroku-style config vars)."""
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+
+
+def _env(name: str, default: str | None = None) -> str | None:
+    value = os.environ.get(name)
+    return value if value not in (None, "") else default
+
+
+def _float(name: str, default: float) -> float:
+    raw = _env(name)
+    return float(raw) if raw is not None else default
+
+
+@dataclass(frozen=True)
+class Settings:
+    data_dir: Path
+    database_url: str
+    redis_url: str | None
+    admin_token: str | None
+    production: bool
+    # Beat schedule (seconds); short in the demo, minutes in production.
+    receipt_poll_interval_s: float
+    sweep_interval_s: float
+    # An inbox row or a step that has not moved for this long is re-driven by the sweeper.
+    stuck_after_s: float
+    max_event_attempts: int
+    # A Loop process call only queues work: after an unclear outcome, wait this long before
+    # concluding from Loop's state that the call did not land.
+    loop_settle_s: float
+    receipt_lookback_days: float
+    reconcile_interval_s: float
+    webhook_max_bytes: int = 1024 * 1024
+    extra: dict = field(default_factory=dict)
+
+
+def load_settings() -> Settings:
+    data_dir = Path(_env("DATA_DIR", "var")).resolve()
+    database_url = _env("DATABASE_URL") or f"sqlite:///{data_dir / 'integration.db'}"
+    # Heroku still hands out postgres:// URLs; SQLAlchemy wants postgresql+psycopg://.
+    if database_url.startswith("postgres://"):
+        database_url = "postgresql+psycopg://" + database_url[len("postgres://"):]
+    return Settings(
+        data_dir=data_dir,
+        database_url=database_url,
+        redis_url=_env("REDIS_URL"),
+        admin_token=_env("ADMIN_TOKEN"),
+        production=_env("APP_ENV", "development") == "production",
+        receipt_poll_interval_s=_float("RECEIPT_POLL_INTERVAL_S", 300.0),
+        sweep_interval_s=_float("SWEEP_INTERVAL_S", 60.0),
+        stuck_after_s=_float("STUCK_AFTER_S", 600.0),
+        max_event_attempts=int(_env("MAX_EVENT_ATTEMPTS", "8")),
+        loop_settle_s=_float("LOOP_SETTLE_S", 60.0),
+        receipt_lookback_days=_float("RECEIPT_LOOKBACK_DAYS", 45.0),
+        reconcile_interval_s=_float("RECONCILE_INTERVAL_S", 900.0),
+    )

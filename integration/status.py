@@ -1,0 +1,54 @@
+"""What happened to return X: one JSON-ready view, for the API and the CLI."""
+from __future__ import annotations
+
+from sqlalchemy import select
+from sqlalchemy.orm import Session
+
+from .models import Receipt, Return
+
+
+def find_return(session: Session, merchant: str, loop_return_id: str) -> Return | None:
+    return session.scalar(select(Return).where(Return.merchant == merchant,
+                                               Return.loop_return_id == str(loop_return_id)))
+
+
+def _iso(value) -> str | None:
+    return value.isoformat() if value is not None else None
+
+
+def return_view(ret: Return) -> dict:
+    session = Session.object_session(ret)
+    receipts = []
+    if session is not None and ret.rma_number is not None:
+        receipts = [
+            {"receipt_number": r.receipt_number, "received_at": r.received_at, "lines": r.lines}
+            for r in session.scalars(select(Receipt).where(
+                Receipt.merchant == ret.merchant, Receipt.ra_number == ret.rma_number)
+                .order_by(Receipt.receipt_number))
+        ]
+    detail = ret.decision_detail or {}
+    return {
+        "merchant": ret.merchant,
+        "loop_return_id": ret.loop_return_id,
+        "state": ret.state,
+        "loop_state": ret.loop_state,
+        "order_name": ret.order_name,
+        "rma_number": ret.rma_number,
+        "rma_lines": ret.rma_lines,
+        "receipts": receipts,
+        "decision": {
+            "action": ret.decision,
+            "rules_fired": detail.get("rules", []),
+            "reasons": [d["text"] for d in detail.get("discrepancies", [])],
+            "summary": detail.get("summary"),
+            "loop_note": ret.loop_note,
+        } if ret.decision else None,
+        "attention_reason": ret.attention_reason,
+        "created_at": _iso(ret.created_at),
+        "updated_at": _iso(ret.updated_at),
+        "timeline": [
+            {"at": _iso(t.at), "from": t.from_state, "to": t.to_state, "cause": t.cause,
+             "detail": t.detail}
+            for t in ret.timeline
+        ],
+    }

@@ -1,0 +1,1 @@
+"""Local fakes of Loop Returns and RLM, faithful to ../shared/spec (quirks included)."""

@@ -1,0 +1,79 @@
+"""POST /webhooks/loop/<merchant>: verify, store, enqueue after commit, answer fast."""
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+
+from flask import Blueprint, current_app, jsonify, request
+from marshmallow import ValidationError
+from sqlalchemy.exc import IntegrityError
+
+from integration.events import HANDLED_TOPICS, dedupe_key, parse_event
+from integration.models import WebhookEvent
+from integration.signature import verify
+
+bp = Blueprint("webhooks", __name__)
+log = logging.getLogger(__name__)
+
+
+@bp.post("/webhooks/loop/<merchant>")
+def receive(merchant: str):
+    config = current_app.config["MERCHANTS"].get(merchant)
+    if config is None:
+        return _answer(404, "unknown merchant")
+    raw = request.get_data(cache=True)  # raw bytes: the signature covers them, not re-serialised JSON
+    if not verify(config.webhook_secrets, raw, request.headers.get("X-Loop-Signature")):
+        log.warning("webhook.bad_signature merchant=%s bytes=%d", merchant, len(raw))
+        return _answer(401, "missing or invalid X-Loop-Signature")
+    try:
+        payload = json.loads(raw)
+    except (ValueError, UnicodeDecodeError):
+        return _answer(400, "body is not valid JSON")
+
+    body_hash = hashlib.sha256(raw).hexdigest()
+    try:
+        event = parse_event(payload)
+    except ValidationError as exc:
+        # Kept for inspection (without the body: it may hold shopper data), then refused.
+        _store(merchant, body_hash, body_hash, None, "invalid", error=json.dumps(exc.messages)[:2000])
+        return jsonify({"error": "not a usable Loop event", "fields": exc.messages}), 422
+
+    handled = event["topic"] in HANDLED_TOPICS
+    row_id = _store(merchant, dedupe_key(event, raw), body_hash, event,
+                    "received" if handled else "ignored")
+    if row_id is None:
+        return _answer(200, "duplicate delivery; already stored")
+    return jsonify({"status": "accepted" if handled else "ignored", "event_id": row_id}), 202
+
+
+def _store(merchant: str, key: str, body_hash: str, event: dict | None, status: str,
+           error: str | None = None) -> int | None:
+    """Insert the inbox row; enqueue its processing only once the row is committed."""
+    sessions = current_app.config["SESSIONS"]
+    enqueue = current_app.config["ENQUEUE_EVENT"]
+    session = sessions()
+    try:
+        row = WebhookEvent(merchant=merchant, dedupe_key=key, body_sha256=body_hash, status=status,
+                           topic=(event or {}).get("topic"), trigger=(event or {}).get("trigger"),
+                           loop_return_id=(event or {}).get("loop_return_id"), payload=event,
+                           last_error=error)
+        session.add(row)
+        try:
+            session.commit()
+        except IntegrityError:
+            session.rollback()
+            return None
+        if status == "received":
+            try:
+                enqueue(row.id)
+            except Exception:  # broker down: the row stays `received` and the sweeper picks it up
+                log.exception("webhook.enqueue_failed event_id=%s", row.id)
+        return row.id
+    finally:
+        session.close()
+
+
+def _answer(status: int, message: str):
+    key = "status" if status < 400 else "error"
+    return jsonify({key: message}), status

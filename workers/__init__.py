@@ -1,0 +1,1 @@
+"""Celery app and tasks: thin wrappers that hand ids to integration.pipeline."""

@@ -1,0 +1,145 @@
+"""Celery tasks. Each takes an id, re-reads state in integration.pipeline, and has an explicit
+retry policy: back off on 5xx, timeouts, connection errors and 429; never retry other 4xx.
+"""
+from __future__ import annotations
+
+import logging
+import os
+import random
+from contextlib import contextmanager
+
+import redis
+from sqlalchemy.exc import OperationalError
+from sqlalchemy.orm.exc import StaleDataError
+
+from integration import maintenance, pipeline
+from integration.context import Context
+from integration.errors import RetryableError
+
+from . import runtime
+from .celery_app import app
+
+log = logging.getLogger(__name__)
+
+RETRY_BASE_S = float(os.environ.get("TASK_RETRY_BASE_S", "2"))
+RETRY_MAX_S = 600.0  # stays well under the broker's visibility timeout
+MAX_RETRIES = 10
+# Conflicts with another worker or a locked database: retry soon.
+TRANSIENT = (RetryableError, StaleDataError, OperationalError, redis.ConnectionError)
+
+STEP_TASK_NAMES = {
+    "handle_event": "loop.handle_event",
+    "create_rma": "rlm.create_rma",
+    "transmit_rma": "rlm.transmit_rma",
+    "decide": "integration.decide",
+    "act_in_loop": "loop.act_in_loop",
+    "close_rma": "rlm.close_rma",
+    "cancel_rma": "rlm.cancel_rma",
+}
+
+_context: Context | None = None
+
+
+def enqueue(step: str, target_id) -> None:
+    app.send_task(STEP_TASK_NAMES[step], args=[target_id])
+
+
+def context() -> Context:
+    global _context
+    if _context is None:
+        _context = Context(settings=runtime.settings(), merchants=runtime.merchants(),
+                           sessions=runtime.sessions(), enqueue=enqueue)
+    return _context
+
+
+def backoff(retries: int, retry_after: float | None = None) -> float:
+    """Exponential backoff with full jitter; a server's Retry-After is a floor."""
+    delay = min(RETRY_MAX_S, RETRY_BASE_S * 2 ** retries) * random.uniform(0.5, 1.0)
+    return min(RETRY_MAX_S, max(delay, retry_after or 0.0))
+
+
+def _retry(task, exc: Exception):
+    if task.request.retries >= task.max_retries:
+        raise exc
+    raise task.retry(exc=exc, countdown=backoff(task.request.retries, getattr(exc, "retry_after", None)))
+
+
+@app.task(name="loop.handle_event", bind=True, acks_late=True, max_retries=MAX_RETRIES)
+def handle_event(self, event_id: int) -> None:
+    try:
+        pipeline.handle_event(context(), event_id)
+    except TRANSIENT as exc:
+        if self.request.retries >= self.max_retries:
+            pipeline.fail_event(context(), event_id, f"gave up after retries: {exc}")
+            return
+        _retry(self, exc)
+
+
+def _step_task(step: str):
+    def run(self, return_id: int) -> None:
+        try:
+            pipeline.run_step(context(), step, return_id)
+        except TRANSIENT as exc:
+            if self.request.retries >= self.max_retries:
+                pipeline.park_return(context(), return_id, step,
+                                     f"{step} still failing after {self.max_retries} retries: {exc}")
+                return
+            _retry(self, exc)
+
+    run.__name__ = run.__qualname__ = step
+    return app.task(name=STEP_TASK_NAMES[step], bind=True, acks_late=True,
+                    max_retries=MAX_RETRIES)(run)
+
+
+create_rma = _step_task("create_rma")
+transmit_rma = _step_task("transmit_rma")
+decide = _step_task("decide")
+act_in_loop = _step_task("act_in_loop")
+close_rma = _step_task("close_rma")
+cancel_rma = _step_task("cancel_rma")
+
+
+def _each_merchant(fn, what: str) -> None:
+    for name in runtime.merchants():
+        try:
+            fn(context(), name)
+        except Exception:  # one merchant's outage must not stop the others' polling
+            log.exception("%s failed for merchant %s", what, name)
+
+
+@app.task(name="rlm.poll_receipts", acks_late=True)
+def poll_receipts() -> None:
+    with _single("poll_receipts") as mine:
+        if mine:
+            _each_merchant(pipeline.poll_receipts, "receipt poll")
+
+
+@app.task(name="loop.reconcile", acks_late=True)
+def reconcile() -> None:
+    with _single("reconcile") as mine:
+        if mine:
+            _each_merchant(maintenance.reconcile_loop, "Loop reconciliation")
+
+
+@app.task(name="integration.sweep", acks_late=True)
+def sweep() -> None:
+    with _single("sweep") as mine:
+        counts = maintenance.sweep(context()) if mine else {}
+        if any(counts.values()):
+            log.info("sweep re-drove %s", counts)
+
+
+@contextmanager
+def _single(name: str):
+    """A short Redis lock so a periodic job never runs twice at once (beat + a redelivery)."""
+    lock = redis.Redis.from_url(runtime.redis_url()).lock(f"lock:{name}", timeout=240)
+    if not lock.acquire(blocking=False):
+        yield False
+        return
+    try:
+        yield True
+    finally:
+        try:
+            lock.release()
+        except redis.exceptions.LockError:
+            pass  # it expired: the job overran its lock timeout
