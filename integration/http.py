@@ -73,7 +73,7 @@ def send(session: requests.Session, system: str, method: str, url: str, *,
     wrapped = retry(
         retry=retry_if_exception_type(RetryableError),
         stop=stop_after_attempt(retries + 1),
-        wait=wait_exponential_jitter(initial=0.2, max=2.0),
+        wait=wait_exponential_jitter(multiplier=0.2, max=2.0),
         reraise=True,
     )(once)
     return wrapped()

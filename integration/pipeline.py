@@ -135,11 +135,14 @@ def _processing_failed(ctx: Context, merchant: Merchant, payload: dict) -> None:
             return
         message = payload.get("message") or "no message"
         reason = f"Loop could not process the return: {message} (source {payload.get('source')})"
-        if ret.state in (lc.NEEDS_ATTENTION, lc.CANCELLED):
+        if ret.state in lc.TERMINAL or ret.state == lc.NEEDS_ATTENTION:
+            # Too late to hold anything back: record it and make it visible.
+            ret.attention_reason = reason
             lc.note(ret, "return.processing.failed", reason)
         else:
-            # Keep the step that was next so `retry` can resume once the cause is fixed.
-            lc.park(ret, lc.NEXT_STEP.get(ret.state), reason)
+            # A retry processes again (our own call failed) or resumes the step that was next.
+            step = "act_in_loop" if ret.state == lc.LOOP_ACTIONED else lc.NEXT_STEP.get(ret.state)
+            lc.park(ret, step, reason)
 
 
 def ingest_return(ctx: Context, merchant: Merchant, details: dict, cause: str) -> int:
@@ -159,17 +162,21 @@ def _ingest(ctx: Context, merchant: Merchant, details: dict, cause: str) -> int:
     with session_scope(ctx.sessions) as s:
         ret = s.scalar(select(Return).where(Return.merchant == merchant.name,
                                             Return.loop_return_id == loop_id).with_for_update())
+        before = None  # a new return always needs its first step
         if ret is None:
             ret = _new_return(merchant, details, state)
             s.add(ret)
             lc.note(ret, cause, f"Loop state {state}")
             s.flush()
-        elif ret.loop_state != state:
-            lc.note(ret, cause, f"Loop state {ret.loop_state} -> {state}")
+        else:
+            before = ret.state
+            if ret.loop_state != state:
+                lc.note(ret, cause, f"Loop state {ret.loop_state} -> {state}")
         ret.loop_state = state
         ret.loop_updated_at = str(details.get("updated_at") or "")
         _react_to_loop_state(ret, state)
-        _enqueue_next(ctx, s, ret)
+        if ret.state != before:  # only a change needs a step; repeats must not pile up tasks
+            _enqueue_next(ctx, s, ret)
         return ret.id
 
 
@@ -510,17 +517,18 @@ def close_rma(ctx: Context, return_id: int) -> None:
         return
     detail = "RA already closed"
     if snap.state == lc.LOOP_ACTIONED:
+        if snap.decision in (rules.PROCESS, rules.REMOVE_AND_PROCESS):
+            _wait_until_loop_processed(ctx, snap)
         rlm = ctx.rlm(ctx.merchant(snap.merchant))
         ra = _find_ra(rlm, snap)
         reason = CLOSE_REASON.get(snap.decision or "", "MANUAL")
         if ra is None:
             detail = "no RMA existed in RLM"
         elif ra["status"] == "OPEN":  # RLM closes only transmitted RAs; an untransmitted one is cancelled
-            rlm.cancel(ra["ra_number"])
-            detail = f"RA {ra['ra_number']} cancelled (never transmitted)"
+            detail = _finish_ra(rlm, ra, lambda n: rlm.cancel(n), "cancelled (never transmitted)")
         elif ra["status"] in ("TRANSMITTED", "PARTIALLY_RECEIVED", "RECEIVED"):
-            rlm.close(ra["ra_number"], reason, (snap.loop_note or snap.decision or "")[:250])
-            detail = f"RA {ra['ra_number']} closed: {reason}"
+            note = (snap.loop_note or snap.decision or "")[:250]
+            detail = _finish_ra(rlm, ra, lambda n: rlm.close(n, reason, note), f"closed: {reason}")
         else:
             detail = f"RA {ra['ra_number']} already {ra['status']}"
     with _locked(ctx, return_id) as (_, ret):
@@ -540,11 +548,7 @@ def cancel_rma(ctx: Context, return_id: int) -> None:
     if ra is None:
         detail = "no RMA existed in RLM"
     elif ra["status"] in ("OPEN", "TRANSMITTED"):
-        try:
-            rlm.cancel(ra["ra_number"])
-        except FinalError as exc:
-            raise StepFailed(f"RLM refused to cancel RA {ra['ra_number']}: {exc.message}") from None
-        detail = f"RA {ra['ra_number']} cancelled"
+        detail = _finish_ra(rlm, ra, lambda n: rlm.cancel(n), "cancelled")
     elif ra["status"] in ("CANCELLED", "CLOSED"):
         detail = f"RA {ra['ra_number']} already {ra['status']}"
     else:
@@ -556,6 +560,38 @@ def cancel_rma(ctx: Context, return_id: int) -> None:
         if ra is not None:
             ret.rma_number, ret.rma_status = ra["ra_number"], "CANCELLED"
         lc.transition(ret, lc.CANCELLED, "RMA cancelled in RLM", detail)
+
+
+def _wait_until_loop_processed(ctx: Context, snap: Return) -> None:
+    """Loop processes in the background; the RMA is closed only once Loop shows it closed.
+
+    If processing fails, Loop sends `return.processing.failed`, which parks the return before
+    this step can close the RMA.
+    """
+    details = ctx.loop(ctx.merchant(snap.merchant)).get_return(snap.loop_return_id)
+    state = loop_state(details.get("state"))
+    if state == "closed":
+        return
+    if state == "open":
+        raise RetryableError("loop", "waiting for Loop to finish processing the return",
+                             retry_after=min(ctx.settings.loop_settle_s, 30.0))
+    raise StepFailed(f"Loop shows the return {state} after we processed it; review by hand")
+
+
+def _finish_ra(rlm, ra: dict, action, done: str) -> str:
+    """Close or cancel an RA; a 409 from a concurrent or earlier attempt that already ended it
+    is success, anything else a refusal to report."""
+    number = ra["ra_number"]
+    try:
+        action(number)
+        return f"RA {number} {done}"
+    except FinalError as exc:
+        if exc.status == 409:
+            status = rlm.get_ra(number).get("status")
+            if status in ("CLOSED", "CANCELLED"):
+                return f"RA {number} already {status}"
+            raise StepFailed(f"RLM refused: {exc.message} (RA {number} is {status})") from None
+        raise StepFailed(f"RLM refused RA {number}: {exc.message}") from None
 
 
 def _find_ra(rlm, snap: Return) -> dict | None:

@@ -7,20 +7,23 @@ from workers import runtime
 
 
 def create_app(test_config: dict | None = None) -> Flask:
+    """`test_config` may supply SESSIONS, MERCHANTS, ADMIN_TOKEN, ENQUEUE_EVENT, REDIS_URL."""
     app = Flask(__name__)
-    settings = runtime.settings()
+    given = test_config or {}
+    settings = given.get("SETTINGS") or runtime.settings()
     app.config.update(
         MAX_CONTENT_LENGTH=settings.webhook_max_bytes,
         SETTINGS=settings,
-        MERCHANTS=runtime.merchants(),
-        SESSIONS=runtime.sessions(),
         ADMIN_TOKEN=settings.admin_token,
-        ENQUEUE_EVENT=None,  # set below unless a test supplies its own
     )
-    if test_config:
-        app.config.update(test_config)
-    if app.config["ENQUEUE_EVENT"] is None:
+    app.config.update(given)
+    app.config.setdefault("MERCHANTS", given.get("MERCHANTS") or runtime.merchants())
+    if "SESSIONS" not in given:
+        app.config["SESSIONS"] = runtime.sessions()
+    if "ENQUEUE_EVENT" not in given:
         app.config["ENQUEUE_EVENT"] = _celery_enqueue
+    if "REDIS_URL" not in given:
+        app.config["REDIS_URL"] = None  # resolved on first use (embedded server if unset)
 
     from .api import bp as api_bp
     from .health import bp as health_bp

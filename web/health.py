@@ -28,7 +28,8 @@ def _check_db() -> str:
 
 def _check_broker() -> str:
     try:
-        redis.Redis.from_url(runtime.redis_url(), socket_connect_timeout=1, socket_timeout=1).ping()
+        url = current_app.config.get("REDIS_URL") or runtime.redis_url()
+        redis.Redis.from_url(url, socket_connect_timeout=1, socket_timeout=1).ping()
         return "ok"
     except Exception as exc:
         return f"error: {type(exc).__name__}"

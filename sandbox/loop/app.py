@@ -1,0 +1,307 @@
+"""Flask app of the Loop sandbox: Loop's API under /api/<version>/ and sandbox controls under /_sim."""
+from __future__ import annotations
+
+import collections
+import dataclasses
+import math
+import threading
+import time
+from typing import Any
+from urllib.parse import urlencode
+
+from flask import Blueprint, Flask, Response, g, jsonify, request
+
+from sandbox.common import HTML_ERROR_PAGE, FaultBook, FaultRule, sleep_for
+from sandbox.loop.state import (NOT_FOUND, Clock, Invalid, ListQuery, Outcome, ReturnStore, Settings,
+                                encode_cursor, field_error, iso, parse_list_args, parse_time, validate_disposition)
+from sandbox.loop.webhooks import Webhooks
+
+VERSIONS = ("v1", "2026-07")  # v1 is an alias of 2026-07 (§1)
+UNAUTHORIZED = {"error": {"code": "401", "http_code": "GEN-UNAUTHORIZED", "message": "Unauthorized."}}
+TOO_MANY = {"message": "Too Many Attempts."}  # Loop documents no 429 body; this is Laravel's
+NOT_IN_SHOP = {"errors": {"code": "NOT_AUTHORIZED", "message": "Line item does not belong to this shop."}}
+WINDOW_S = 60.0
+
+
+class Gate:
+    """API key check and the per-key rate limit (sliding 60 s window), counting what each turns away."""
+
+    def __init__(self, settings: Settings):
+        self._settings = settings
+        self._lock = threading.Lock()
+        self.reset()
+
+    def reset(self) -> None:
+        with self._lock:
+            self._hits: dict[str, collections.deque[float]] = collections.defaultdict(collections.deque)
+            self.rejected = {"unauthorized": 0, "rate_limited": 0}
+
+    def admit(self, key: str | None) -> tuple[dict[str, Any], int, dict[str, str]] | None:
+        """None to let the request through, else (body, status, headers) to answer with."""
+        with self._lock:
+            if key not in self._settings["api_keys"]:
+                self.rejected["unauthorized"] += 1
+                return UNAUTHORIZED, 401, {}
+            now = time.monotonic()
+            hits = self._hits[key]
+            while hits and hits[0] <= now - WINDOW_S:
+                hits.popleft()
+            if len(hits) >= self._settings["rate_limit_per_minute"]:
+                self.rejected["rate_limited"] += 1
+                return TOO_MANY, 429, self._retry_after(hits[0], now)
+            hits.append(now)
+            return None
+
+    def _retry_after(self, oldest: float, now: float) -> dict[str, str]:
+        if not self._settings["rate_limit_retry_after"]:
+            return {}
+        return {"Retry-After": str(max(1, math.ceil(oldest + WINDOW_S - now)))}
+
+
+class LoopSandbox:
+    """Everything one sandbox holds; the app keeps it in `app.extensions["loop_sandbox"]`."""
+
+    def __init__(self, settings: dict[str, Any] | None = None):
+        self.settings = Settings(settings)
+        self.clock = Clock()
+        self.faults = FaultBook()
+        self.gate = Gate(self.settings)
+        self.webhooks = Webhooks(self.settings)
+        self.store = ReturnStore(self.settings, self.clock, self.webhooks.emit)
+
+    def reset(self) -> None:
+        """Back to a fresh sandbox: no returns, subscriptions, deliveries or faults; initial settings."""
+        self.settings.reset()
+        self.clock.reset()
+        self.faults.clear()
+        self.gate.reset()
+        self.store.reset()
+        self.webhooks.reset()
+
+    def stats(self) -> dict[str, Any]:
+        return {**self.store.stats(), **self.gate.rejected}
+
+    def shutdown(self) -> None:
+        """Stop background work (processing timers, the delivery thread) so tests end cleanly."""
+        self.store.shutdown()
+        self.webhooks.shutdown()
+
+
+def create_app(settings: dict[str, Any] | None = None) -> Flask:
+    app = Flask(__name__)
+    app.json.sort_keys = False  # keep Loop's field order
+    sandbox = LoopSandbox(settings)
+    app.extensions["loop_sandbox"] = sandbox
+    app.register_blueprint(_api(sandbox), url_prefix="/api/<version>")
+    app.register_blueprint(_sim(sandbox), url_prefix="/_sim")
+    app.register_error_handler(Invalid, lambda e: _json(e.body(), 422))
+    app.register_error_handler(404, lambda e: _json(NOT_FOUND, 404))
+    app.register_error_handler(405, lambda e: _json({"message": "Method not allowed."}, 405))
+    return app
+
+
+def _json(body: Any, status: int = 200, headers: dict[str, str] | None = None) -> Response:
+    response = jsonify(body)
+    response.status_code = status
+    response.headers.update(headers or {})
+    return response
+
+
+def _body() -> Any:
+    return request.get_json(silent=True, force=True)
+
+
+def _outcome(outcome: Outcome | None) -> Response:
+    return _json(NOT_FOUND, 404) if outcome is None else _json(outcome.body, outcome.status)
+
+
+def _fault_response(rule: FaultRule) -> Response | None:
+    sleep_for(rule)
+    if rule.status is None:  # latency-only rule: carry on
+        return None
+    headers = {"Retry-After": str(rule.retry_after)} if rule.retry_after is not None else {}
+    if rule.html:
+        return Response(HTML_ERROR_PAGE.format(status=rule.status), rule.status, headers, mimetype="text/html")
+    body = TOO_MANY if rule.status == 429 else {"errors": {"code": "UNEXPECTED_ERROR", "message": "Server Error"}}
+    return _json(body, rule.status, headers)
+
+
+def _process_details() -> dict[str, Any] | None:
+    """Process takes an optional flat object ("Additional Details", §3.3)."""
+    if not request.get_data():
+        return None
+    body = _body()
+    if not isinstance(body, dict) or any(isinstance(v, (dict, list)) for v in body.values()):
+        raise field_error("body", "The request body must be a flat JSON object.")
+    return body
+
+
+def _page_url(q: ListQuery | None) -> str | None:
+    """Absolute next/previous URL on the host the client called, with an opaque cursor."""
+    if q is None:
+        return None
+    query = urlencode({"paginate": "true", "pageSize": q.size, "cursor": encode_cursor(q)})
+    return f"{request.host_url}api/{g.api_version}/warehouse/return/list?{query}"
+
+
+def _api(sb: LoopSandbox) -> Blueprint:
+    api = Blueprint("loop_api", __name__)
+
+    @api.url_value_preprocessor
+    def pull_version(endpoint: str | None, values: dict[str, Any] | None) -> None:
+        g.api_version = (values or {}).pop("version", None)
+
+    @api.before_request
+    def guard() -> Response | None:
+        if g.api_version not in VERSIONS:
+            return _json(NOT_FOUND, 404)
+        relative = request.path.removeprefix(f"/api/{g.api_version}")
+        rule = sb.faults.pick(request.method, [request.path, relative])
+        if rule is not None and (faulted := _fault_response(rule)) is not None:
+            return faulted
+        refused = sb.gate.admit(request.headers.get("X-Authorization"))
+        return _json(*refused) if refused else None
+
+    @api.get("/warehouse/return/details")
+    def details() -> Response:
+        found = sb.store.details(request.args)
+        return _json(found) if found else _json(NOT_FOUND, 404)
+
+    @api.get("/warehouse/return/list")
+    def list_returns() -> Response:
+        q = parse_list_args(request.args, sb.clock.now())
+        rows, next_q, prev_q = sb.store.list_page(q)
+        if not q.paginate:
+            return _json(rows)
+        return _json({"returns": rows, "nextPageUrl": _page_url(next_q), "previousPageUrl": _page_url(prev_q)})
+
+    @api.post("/warehouse/return/<int:return_id>/<any(process, flag, cancel, close):action>")
+    def act(return_id: int, action: str) -> Response:
+        data = _process_details() if action == "process" else None
+        return _outcome(sb.store.act(return_id, action, data))
+
+    @api.post("/warehouse/return/<int:return_id>/remove")
+    def remove(return_id: int) -> Response:
+        return _outcome(sb.store.remove(return_id, request.args.get("line_item_id")))
+
+    @api.get("/warehouse/return/<int:return_id>/notes")
+    def notes(return_id: int) -> Response:
+        found = sb.store.notes(return_id)
+        if found is None:
+            return _json(NOT_FOUND, 404)
+        return _json({"notes": found}) if found else _json("false", 422)
+
+    @api.post("/warehouse/return/<int:return_id>/note")
+    def add_note(return_id: int) -> Response:
+        body = _body()
+        content = body.get("content") if isinstance(body, dict) else request.form.get("content")
+        return _outcome(sb.store.add_note(return_id, content))
+
+    @api.post("/dispositioning/<any(grade, assess):kind>")
+    def disposition(kind: str) -> Response:
+        items = validate_disposition(_body(), kind)
+        if not all(sb.store.knows_line_item(item["line_item_id"]) for item in items):
+            return _json(NOT_IN_SHOP, 403)
+        return _json(items)
+
+    @api.get("/webhooks")
+    def list_webhooks() -> Response:
+        return _json({"webhooks": sb.webhooks.subscriptions.all()})
+
+    @api.post("/webhooks")
+    def create_webhook() -> Response:
+        return _json(sb.webhooks.subscriptions.create(_body()))
+
+    @api.put("/webhooks/<int:hook_id>")
+    def update_webhook(hook_id: int) -> Response:
+        if not sb.webhooks.subscriptions.update(hook_id, _body()):
+            return _json(NOT_FOUND, 404)
+        return Response(status=204)
+
+    @api.delete("/webhooks/<int:hook_id>")
+    def delete_webhook(hook_id: int) -> Response:
+        if not sb.webhooks.subscriptions.delete(hook_id):
+            return _json(NOT_FOUND, 404)
+        return Response(status=204)
+
+    return api
+
+
+def _sim(sb: LoopSandbox) -> Blueprint:
+    """Sandbox-only controls: no auth, never rate-limited, never faulted."""
+    sim = Blueprint("loop_sim", __name__)
+
+    @sim.post("/returns")
+    def create_return() -> Response:
+        return _json(sb.store.create(_body()), 201)
+
+    @sim.post("/returns/<int:return_id>/state")
+    def set_state(return_id: int) -> Response:
+        body = _body()
+        found = sb.store.admin_set_state(return_id, body.get("state") if isinstance(body, dict) else None)
+        return _json(found) if found else _json(NOT_FOUND, 404)
+
+    @sim.get("/returns/<int:return_id>")
+    def internal(return_id: int) -> Response:
+        found = sb.store.internal(return_id)
+        return _json(found) if found else _json(NOT_FOUND, 404)
+
+    @sim.get("/stats")
+    def stats() -> Response:
+        return _json(sb.stats())
+
+    @sim.get("/deliveries")
+    def deliveries() -> Response:
+        return _json({"deliveries": sb.webhooks.dispatcher.deliveries()})
+
+    @sim.get("/config")
+    def get_config() -> Response:
+        return _json(sb.settings.snapshot())
+
+    @sim.post("/config")
+    def set_config() -> Response:
+        return _json(sb.settings.update(_body()))
+
+    @sim.post("/faults")
+    def add_faults() -> Response:
+        body = _body()
+        if not isinstance(body, dict):
+            raise Invalid("The request body must be a fault rule or {\"rules\": [...]}.")
+        for rule in body.get("rules", [body]):
+            if not isinstance(rule, dict) or not isinstance(rule.get("match", {}), dict):
+                raise field_error("rules", "Each rule must be an object with an optional `match` object.")
+            sb.faults.add(rule)
+        if "seed" in body:
+            sb.faults.seed(body["seed"])
+        return _json({"rules": [dataclasses.asdict(r) for r in list(sb.faults.rules)]})
+
+    @sim.delete("/faults")
+    def clear_faults() -> Response:
+        sb.faults.clear()
+        return Response(status=204)
+
+    @sim.post("/reset")
+    def reset() -> Response:
+        sb.reset()
+        return _json({"reset": True})
+
+    @sim.get("/clock")
+    def get_clock() -> Response:
+        return _json({"now": iso(sb.clock.now())})
+
+    @sim.post("/clock")
+    def set_clock() -> Response:
+        body = _body()
+        body = body if isinstance(body, dict) else {}
+        if isinstance(body.get("set"), str):
+            try:
+                sb.clock.set(parse_time(body["set"]))
+            except ValueError:
+                raise field_error("set", "`set` must be an ISO 8601 time.") from None
+        elif isinstance(body.get("advance_s"), (int, float)) and not isinstance(body["advance_s"], bool):
+            sb.clock.advance(body["advance_s"])
+        else:
+            raise Invalid("Send {\"set\": \"<ISO time>\"} or {\"advance_s\": <seconds>}.")
+        return _json({"now": iso(sb.clock.now())})
+
+    return sim

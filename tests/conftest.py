@@ -1,0 +1,77 @@
+"""Shared fixtures: a throwaway database, the Flask app with a recording enqueue, and
+(for the stack tests) the whole real stack started once per session."""
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+import pytest
+
+from integration.db import get_engine, session_factory
+from integration.merchants import demo_merchant_config, parse_merchants
+from integration.models import create_all
+from integration.signature import sign
+
+SECRET = "test-webhook-secret"
+
+
+def wire(payload: dict) -> bytes:
+    """Serialise as Loop does: compact JSON with `/` escaped as `\\/`."""
+    return json.dumps(payload, separators=(",", ":")).replace("/", "\\/").encode()
+
+
+@pytest.fixture
+def sessions(tmp_path):
+    url = f"sqlite:///{tmp_path / 'test.db'}"
+    create_all(get_engine(url))
+    return session_factory(url)
+
+
+@pytest.fixture
+def merchants():
+    config = demo_merchant_config()
+    config["webhook_secrets"] = ["old-secret", SECRET]
+    return parse_merchants([config])
+
+
+@pytest.fixture
+def enqueued():
+    return []
+
+
+@pytest.fixture
+def app(sessions, merchants, enqueued):
+    from web import create_app
+
+    return create_app({"TESTING": True, "SESSIONS": sessions, "MERCHANTS": merchants,
+                       "ENQUEUE_EVENT": enqueued.append, "ADMIN_TOKEN": "test-admin",
+                       "MAX_CONTENT_LENGTH": 64 * 1024})
+
+
+@pytest.fixture
+def client(app):
+    return app.test_client()
+
+
+@pytest.fixture
+def post_webhook(client):
+    def post(payload, *, secret=SECRET, raw: bytes | None = None, merchant="demo", headers=None):
+        body = raw if raw is not None else wire(payload)
+        h = {"Content-Type": "application/json", "X-Loop-Signature": sign(secret, body)}
+        h.update(headers or {})
+        return client.post(f"/webhooks/loop/{merchant}", data=body, headers=h)
+    return post
+
+
+@pytest.fixture(scope="session")
+def stack(tmp_path_factory):
+    """The real stack: Valkey, both sandboxes, gunicorn, a Celery worker and beat."""
+    from stack.processes import Stack
+
+    workdir = Path(tmp_path_factory.mktemp("stack"))
+    with Stack(workdir, extra_env={"LOOP_WEBHOOK_SECRET": "stack-secret"}) as running:
+        yield running
+
+
+os.environ.setdefault("DATA_DIR", str(Path(__file__).parent.parent / "var" / "test"))

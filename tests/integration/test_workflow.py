@@ -1,0 +1,175 @@
+"""The workflow on the real stack: gunicorn receiver, Valkey, a Celery worker and beat, and
+both sandboxes over real HTTP. Each test plays one path a real return takes."""
+from __future__ import annotations
+
+import json
+
+import pytest
+import requests
+
+from integration.signature import sign
+from stack.demo import SCENARIOS, Demo
+from tests.conftest import wire
+
+from .helpers import (
+    celery_for,
+    loop_record,
+    new_return,
+    our_view,
+    ras_for,
+    receive,
+    successful_actions,
+    wait_for,
+    wait_for_state,
+)
+
+pytestmark = pytest.mark.stack
+
+
+def loop_config(stack, **settings):
+    requests.post(f"{stack.url('loop')}/_sim/config", json=settings, timeout=5).raise_for_status()
+
+
+def test_demo_scenarios_end_to_end(stack):
+    rows = Demo(stack).run(len(SCENARIOS), timeout=150)
+    mismatched = [r for r in rows if not r["matched"]]
+    assert not mismatched, json.dumps(mismatched, indent=1)
+    by_scenario = {r["scenario"]: r for r in rows}
+    assert "NOSUCH-STYLE" in by_scenario["unknown_sku"]["reasons"][0]
+    assert by_scenario["missing_after_grace"]["loop_note"].startswith(
+        f"RLM RA {by_scenario['missing_after_grace']['rma_number']}: missing 1 x ")
+    assert any("damaged" in reason for reason in by_scenario["damaged"]["reasons"])
+
+
+def test_every_webhook_three_times_still_one_rma_and_one_loop_action(stack):
+    loop_config(stack, duplicate_deliveries=3)
+    try:
+        loop_id = new_return(stack, 101)
+        view = wait_for_state(stack, loop_id, "transmitted")
+        receive(stack, view["rma_number"], "exact")
+        wait_for_state(stack, loop_id, "complete")
+    finally:
+        loop_config(stack, duplicate_deliveries=1)
+    assert ras_for(stack, loop_id) == 1
+    assert successful_actions(stack, loop_id) == ["process"]
+
+
+def test_update_arriving_before_create_ends_the_same_way(stack):
+    """Out of order: Loop's `return.updated` reaches us before its `return.created`."""
+    hooks = requests.get(f"{stack.url('loop')}/api/v1/webhooks",
+                         headers={"X-Authorization": "demo-loop-key"}, timeout=5).json()["webhooks"]
+    created_hook = next(h for h in hooks if h["trigger"] == "return.created")
+    put = lambda status: requests.put(  # noqa: E731
+        f"{stack.url('loop')}/api/v1/webhooks/{created_hook['id']}",
+        json={**{k: created_hook[k] for k in ("topic", "trigger", "url")}, "status": status},
+        headers={"X-Authorization": "demo-loop-key"}, timeout=5).raise_for_status()
+    put("inactive")
+    try:
+        loop_id = new_return(stack, 102)
+    finally:
+        put("active")
+    record = loop_record(stack, loop_id)
+    base = {"topic": "return", "id": loop_id, "state": "open", "order_name": record["order_name"],
+            "created_at": "2024-03-12T15:04:05Z", "edited_at": None}
+    secret = stack.env["LOOP_WEBHOOK_SECRET"]
+    for trigger in ("return.updated", "return.created"):  # the wrong order on purpose
+        body = wire({**base, "trigger": trigger, "line_items": [{"line_item_id": 1}]})
+        r = requests.post(f"{stack.url('web')}/webhooks/loop/demo", data=body,
+                          headers={"X-Loop-Signature": sign(secret, body)}, timeout=5)
+        assert r.status_code in (200, 202)
+    view = wait_for_state(stack, loop_id, "transmitted")
+    receive(stack, view["rma_number"], "exact")
+    wait_for_state(stack, loop_id, "complete")
+    assert ras_for(stack, loop_id) == 1 and successful_actions(stack, loop_id) == ["process"]
+
+
+def test_rlm_outage_is_retried_with_backoff_and_loses_nothing(stack):
+    faults = f"{stack.url('rlm')}/_sim/faults"
+    requests.post(faults, json={"match": {"method": "POST", "path": "/return-authorizations"},
+                                "status": 503, "html": True, "times": 3}, timeout=5).raise_for_status()
+    try:
+        loop_id = new_return(stack, 103)
+        view = wait_for_state(stack, loop_id, "transmitted", timeout=90)
+    finally:
+        requests.delete(faults, timeout=5)
+    assert ras_for(stack, loop_id) == 1
+    assert view["rma_number"]
+
+
+def test_rlm_rejection_parks_the_return_with_rlms_message_and_retry_resumes(stack):
+    faults = f"{stack.url('rlm')}/_sim/faults"
+    requests.post(faults, json={"match": {"method": "POST", "path": "/return-authorizations"},
+                                "code0": "Invalid Warehouse", "times": 1}, timeout=5).raise_for_status()
+    try:
+        loop_id = new_return(stack, 104)
+        view = wait_for_state(stack, loop_id, "needs_attention")
+    finally:
+        requests.delete(faults, timeout=5)
+    assert "Invalid Warehouse" in view["attention_reason"]
+    assert ras_for(stack, loop_id) == 0
+
+    from integration.context import Context
+    from integration.db import session_factory
+    from integration.maintenance import retry_return
+    from integration.merchants import load_merchants
+    from integration.settings import load_settings
+
+    publisher = celery_for(stack)
+    from workers.tasks import STEP_TASK_NAMES
+
+    ctx = Context(settings=load_settings(), merchants=load_merchants(),
+                  sessions=session_factory(stack.env["DATABASE_URL"]),
+                  enqueue=lambda step, i: publisher.send_task(STEP_TASK_NAMES[step], args=[i]))
+    assert "retrying create_rma" in retry_return(ctx, "demo", loop_id)
+    wait_for_state(stack, loop_id, "transmitted")
+    assert ras_for(stack, loop_id) == 1
+    causes = [t["cause"] for t in our_view(stack, loop_id)["timeline"]]
+    assert "retry requested by an operator" in causes
+
+
+def test_return_processed_by_a_person_in_loop_first_is_not_acted_on_again(stack):
+    loop_id = new_return(stack, 105)
+    view = wait_for_state(stack, loop_id, "transmitted")
+    requests.post(f"{stack.url('loop')}/_sim/returns/{loop_id}/state", json={"state": "closed"},
+                  timeout=5).raise_for_status()
+    done = wait_for_state(stack, loop_id, "complete")
+    assert done["decision"]["action"] == "by_person"
+    assert successful_actions(stack, loop_id) == []
+    ra = requests.get(f"{stack.url('rlm')}/api/v1/companies/90/return-authorizations/{view['rma_number']}",
+                      auth=("demo", "demo-rlm-key"), timeout=5).json()
+    assert ra["status"] == "CLOSED" and ra["close_reason"] == "MANUAL"
+
+
+def test_loop_processing_failure_is_recorded_and_surfaced(stack):
+    loop_id = new_return(stack, 106)
+    loop_config(stack, processing_fails=[int(loop_id)])
+    try:
+        view = wait_for_state(stack, loop_id, "transmitted")
+        receive(stack, view["rma_number"], "exact")
+        parked = wait_for(lambda: (v := our_view(stack, loop_id)).get("attention_reason") and v,
+                          60, what="the processing failure to be recorded")
+    finally:
+        loop_config(stack, processing_fails=False)
+    assert "Loop could not process the return" in parked["attention_reason"]
+    assert parked["state"] == "needs_attention"
+
+
+def test_missed_webhooks_are_found_by_the_loop_returns_pull(stack):
+    hooks_url = f"{stack.url('loop')}/api/v1/webhooks"
+    auth = {"X-Authorization": "demo-loop-key"}
+    hooks = requests.get(hooks_url, headers=auth, timeout=5).json()["webhooks"]
+
+    def set_all(status):
+        for h in hooks:
+            requests.put(f"{hooks_url}/{h['id']}", headers=auth, timeout=5,
+                         json={**{k: h[k] for k in ("topic", "trigger", "url")}, "status": status})
+
+    set_all("inactive")
+    try:
+        loop_id = new_return(stack, 107)
+    finally:
+        set_all("active")
+    assert our_view(stack, loop_id) == {}
+    celery_for(stack).send_task("loop.reconcile")
+    view = wait_for_state(stack, loop_id, {"rma_created", "transmitted"})
+    assert any(t["cause"] == "found by the Loop returns pull" for t in view["timeline"])
