@@ -7,6 +7,8 @@ from typing import Any
 
 from marshmallow import EXCLUDE, Schema, ValidationError, fields, validate, validates_schema
 
+from .mapping import ship_from
+
 RETURN_TOPIC = "return"
 PROCESSING_TOPIC = "return.processing"
 KNOWN_TOPICS = {
@@ -72,9 +74,12 @@ class LoopEventSchema(Schema):
     edited_at = fields.String(load_default=None, allow_none=True)
     label_updated_at = fields.String(load_default=None, allow_none=True)
     order_name = fields.String(load_default=None, allow_none=True)
+    currency = fields.String(load_default=None, allow_none=True)
+    total = Money(load_default=None, allow_none=True)
     message = fields.String(load_default=None, allow_none=True)
     source = fields.String(load_default=None, allow_none=True)
     line_items = fields.List(fields.Nested(LineItemSchema), load_default=list)
+    address = fields.Dict(load_default=None, allow_none=True)
 
     @validates_schema
     def _check(self, data, **_):
@@ -92,6 +97,10 @@ def parse_event(payload: Any) -> dict:
     if not isinstance(payload, dict):
         raise ValidationError("the body must be a JSON object")
     event = LoopEventSchema().load(payload)
+    # Only what RLM needs of the address is kept, and only until the RA exists.
+    address = event.pop("address", None)
+    if event["trigger"] == "return.created" and address:
+        event["ship_from"] = ship_from(address)
     event["loop_return_id"] = event["return_id"] if event["topic"] == PROCESSING_TOPIC else event["id"]
     return event
 

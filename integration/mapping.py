@@ -155,7 +155,7 @@ def ship_from(address: dict | None) -> dict:
     return {k: v for k, v in out.items() if v not in (None, "")}
 
 
-def build_ra(merchant, details: dict, lines: list[dict]) -> dict:
+def build_ra(merchant, details: dict, lines: list[dict], ship_from_address: dict) -> dict:
     """The create-RA body; `lines` are already resolved against RLM's catalog."""
     body = {
         "division_number": merchant.division_number,
@@ -165,7 +165,7 @@ def build_ra(merchant, details: dict, lines: list[dict]) -> dict:
         "external_ref": str(details["id"]),
         "external_source": "LOOP",
         "ra_date": ra_date(details.get("created_at"), merchant.timezone),
-        "ship_from": ship_from(details.get("address")),
+        "ship_from": ship_from_address,
         "lines": lines,
     }
     if merchant.store_number is not None:

@@ -64,6 +64,7 @@ class Return(Base):
     loop_created_at: Mapped[str | None] = mapped_column(String(40))
     # One entry per Loop unit: line_item_id, sku, barcode, price, discount, reasons, title.
     units: Mapped[list] = mapped_column(JSON, default=list)
+    ship_from: Mapped[dict | None] = mapped_column(JSON)
     rma_number: Mapped[int | None] = mapped_column(Integer, index=True)
     rma_status: Mapped[str | None] = mapped_column(String(24))
     # RA lines as RLM stored them: line_number, sku, upc, qty_authorized, unit_price, refs.

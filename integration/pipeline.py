@@ -28,6 +28,7 @@ from .mapping import (
     parse_loop_time,
     ra_line,
     reason_for,
+    ship_from,
     sku_candidates,
     unit_from_loop,
 )
@@ -45,6 +46,8 @@ CLOSE_REASON = {
     rules.CLOSE: "EXPIRED",
     "by_person": "MANUAL",
 }
+# Actions Loop only queues: their outcome shows later as the return closing.
+ASYNC_ACTIONS = {rules.PROCESS, rules.REMOVE_AND_PROCESS}
 # Loop state that shows each of our actions landed.
 LANDED_STATE = {rules.PROCESS: "closed", rules.REMOVE_AND_PROCESS: "closed",
                 rules.CLOSE: "closed", rules.FLAG: "review"}
@@ -107,13 +110,43 @@ def handle_event(ctx: Context, event_id: int) -> None:
         _processing_failed(ctx, merchant, payload)
     elif topic == "return":
         try:
-            details = ctx.loop(merchant).get_return(payload["loop_return_id"])
+            _return_event(ctx, merchant, payload)
         except NotFound:
             return _finish_event(ctx, event_id, "failed", "Loop does not know this return")
-        ingest_return(ctx, merchant, details, cause=f"webhook {trigger}")
     else:
         return _finish_event(ctx, event_id, "ignored", f"topic {topic} is not acted on")
     _finish_event(ctx, event_id, "done", None)
+
+
+def _return_event(ctx: Context, merchant: Merchant, payload: dict) -> None:
+    """Record a `return.*` webhook, re-reading Loop only when its state could change our course.
+
+    Webhooks arrive late and out of order, so a payload's state is trusted only where it cannot
+    mislead: a new return's creation (creating the RMA re-reads Loop anyway), or a non-open
+    state for a return whose course no Loop change alters any more.
+    """
+    loop_id, trigger = payload["loop_return_id"], payload["trigger"]
+    cause = f"webhook {trigger}"
+    state = loop_state(payload.get("state"))
+    with session_scope(ctx.sessions) as s:
+        ret = s.scalar(select(Return).where(Return.merchant == merchant.name,
+                                            Return.loop_return_id == loop_id))
+        known = None if ret is None else (ret.state, ret.loop_action_claimed_at is not None)
+    as_details = {**payload, "id": loop_id}
+    if known is None and trigger == "return.created" and state == "open":
+        ingest_return(ctx, merchant, as_details, cause)
+    elif known is not None and trigger == "return.created":
+        return  # a late creation notice says nothing we do not know
+    elif known is not None and not _reacts_to_loop(*known) and state not in ("", "open"):
+        ingest_return(ctx, merchant, as_details, cause)
+    else:
+        ingest_return(ctx, merchant, ctx.loop(merchant).get_return(loop_id), cause)
+
+
+def _reacts_to_loop(state: str, claimed: bool) -> bool:
+    """Whether a Loop state change can still alter what we do with a return in `state`."""
+    return state in (lc.RECEIVED, lc.RMA_CREATED) or state in lc.WAITING_FOR_GOODS \
+        or (state == lc.DECIDED and not claimed)
 
 
 def _finish_event(ctx: Context, event_id: int, status: str, error: str | None) -> None:
@@ -121,6 +154,9 @@ def _finish_event(ctx: Context, event_id: int, status: str, error: str | None) -
         ev = s.get(WebhookEvent, event_id)
         if ev is not None:
             ev.status, ev.last_error = status, error
+            if ev.payload and "ship_from" in ev.payload:
+                # Handled: the shopper's address has no business staying in the inbox.
+                ev.payload = {k: v for k, v in ev.payload.items() if k != "ship_from"}
 
 
 def fail_event(ctx: Context, event_id: int, error: str) -> None:
@@ -172,10 +208,13 @@ def _ingest(ctx: Context, merchant: Merchant, details: dict, cause: str) -> int:
             before = ret.state
             if ret.loop_state != state:
                 lc.note(ret, cause, f"Loop state {ret.loop_state} -> {state}")
+        now_closed = state == "closed" and ret.loop_state != "closed"
         ret.loop_state = state
         ret.loop_updated_at = str(details.get("updated_at") or "")
         _react_to_loop_state(ret, state)
-        if ret.state != before:  # only a change needs a step; repeats must not pile up tasks
+        # Only a change needs a step (repeats must not pile up tasks); Loop finishing our
+        # process call is what the close step waits for.
+        if ret.state != before or (now_closed and ret.state == lc.LOOP_ACTIONED):
             _enqueue_next(ctx, s, ret)
         return ret.id
 
@@ -191,6 +230,8 @@ def _new_return(merchant: Merchant, details: dict, state: str) -> Return:
         total=str(money(details.get("total"))),
         loop_created_at=str(details.get("created_at") or ""),
         units=[unit_from_loop(item) for item in details.get("line_items") or []],
+        # Kept only until the RA exists (cleared then): RLM needs where the parcel comes from.
+        ship_from=details.get("ship_from") or ship_from(details.get("address")),
     )
 
 
@@ -218,13 +259,11 @@ def create_rma(ctx: Context, return_id: int) -> None:
     if snap is None or snap.state != lc.RECEIVED:
         return
     merchant = ctx.merchant(snap.merchant)
-    # Re-read: the address goes straight from Loop to RLM and is never stored here.
-    details = ctx.loop(merchant).get_return(snap.loop_return_id)
-    if loop_state(details.get("state")) != "open":
-        ingest_return(ctx, merchant, details, cause="Loop state re-read before creating the RMA")
-        return
+    # No Loop call here: the RA is built from what the webhook carried (creating it is
+    # idempotent in RLM, and a later cancellation cancels it). RLM-only tasks never wait on
+    # Loop's rate limit.
     rlm = ctx.rlm(merchant)
-    groups = group_units([unit_from_loop(i) for i in details.get("line_items") or []])
+    groups = group_units(snap.units)
     if not groups:
         raise StepFailed("the Loop return has no line items")
     lines, unknown = [], []
@@ -239,7 +278,9 @@ def create_rma(ctx: Context, return_id: int) -> None:
         raise StepFailed("SKU unknown to RLM: " + ", ".join(unknown)
                          + "; no RMA created. Fix the catalog or SKU mapping, then retry.")
     try:
-        ra, created = rlm.create_ra(build_ra(merchant, details, lines))
+        details = {"id": snap.loop_return_id, "order_name": snap.order_name,
+                   "created_at": snap.loop_created_at}
+        ra, created = rlm.create_ra(build_ra(merchant, details, lines, snap.ship_from or {}))
     except FinalError as exc:
         raise StepFailed(_rejection(exc, groups)) from None
 
@@ -248,6 +289,7 @@ def create_rma(ctx: Context, return_id: int) -> None:
             return
         ret.rma_number = ra["ra_number"]
         ret.rma_status = ra.get("status")
+        ret.ship_from = None  # the shopper's address was needed only to create the RA
         ret.rma_lines = [_keep_line(line) for line in ra.get("lines") or lines]
         ret.expires_at = _expiry(ra, merchant, ctx.now())
         if ret.state != lc.RECEIVED:
@@ -419,6 +461,7 @@ def act_in_loop(ctx: Context, return_id: int) -> None:
     details = loop.get_return(snap.loop_return_id)
     state = loop_state(details.get("state"))
 
+    called_now = True
     if snap.loop_action_claimed_at is None:
         if state != "open":
             ingest_return(ctx, merchant, details, cause="Loop state re-read before acting")
@@ -427,7 +470,7 @@ def act_in_loop(ctx: Context, return_id: int) -> None:
             return
         _call_action(ctx, loop, snap, action, return_id)
     elif state == LANDED_STATE.get(action):
-        pass  # an earlier attempt's call landed
+        called_now = False  # an earlier attempt's call landed
     elif state == "open":
         age = (ctx.now() - as_utc(snap.loop_action_claimed_at)).total_seconds()
         if age < ctx.settings.loop_settle_s:
@@ -440,7 +483,7 @@ def act_in_loop(ctx: Context, return_id: int) -> None:
         return
 
     if action == rules.FLAG:
-        _post_note_once(loop, snap)
+        _post_note_once(loop, snap, check_existing=not called_now)
     with _locked(ctx, return_id) as (s, ret):
         if ret is None or ret.state != lc.DECIDED:
             return
@@ -448,7 +491,10 @@ def act_in_loop(ctx: Context, return_id: int) -> None:
         if action == rules.FLAG:
             ret.decision_detail = {**(ret.decision_detail or {}), "note_posted": True}
         lc.transition(ret, lc.LOOP_ACTIONED, _ACTION_TEXT[action], ret.loop_note)
-        _enqueue_next(ctx, s, ret)
+        # After a process call the close step waits for Loop's `return.closed` webhook
+        # (or the sweeper, should that webhook never come).
+        if action not in ASYNC_ACTIONS or ret.loop_state == "closed":
+            _enqueue_next(ctx, s, ret)
 
 
 _ACTION_TEXT = {
@@ -501,11 +547,11 @@ def _release_claim(ctx: Context, return_id: int) -> None:
             ret.loop_action_claimed_at = None
 
 
-def _post_note_once(loop, snap: Return) -> None:
+def _post_note_once(loop, snap: Return, check_existing: bool) -> None:
     note = snap.loop_note
     if not note or (snap.decision_detail or {}).get("note_posted"):
         return
-    if any(n.get("content") == note for n in loop.get_notes(snap.loop_return_id)):
+    if check_existing and any(n.get("content") == note for n in loop.get_notes(snap.loop_return_id)):
         return  # an earlier attempt posted it
     loop.create_note(snap.loop_return_id, note)
 
@@ -517,7 +563,7 @@ def close_rma(ctx: Context, return_id: int) -> None:
         return
     detail = "RA already closed"
     if snap.state == lc.LOOP_ACTIONED:
-        if snap.decision in (rules.PROCESS, rules.REMOVE_AND_PROCESS):
+        if snap.decision in ASYNC_ACTIONS:
             _wait_until_loop_processed(ctx, snap)
         rlm = ctx.rlm(ctx.merchant(snap.merchant))
         ra = _find_ra(rlm, snap)
@@ -568,13 +614,20 @@ def _wait_until_loop_processed(ctx: Context, snap: Return) -> None:
     If processing fails, Loop sends `return.processing.failed`, which parks the return before
     this step can close the RMA.
     """
+    if snap.loop_state == "closed":  # Loop's webhook told us
+        return
+    age = (ctx.now() - as_utc(snap.loop_actioned_at or ctx.now())).total_seconds()
+    if age < ctx.settings.loop_settle_s:
+        raise RetryableError("loop", "waiting for Loop to finish processing the return",
+                             retry_after=ctx.settings.loop_settle_s - age)
+    # No webhook yet: ask Loop.
     details = ctx.loop(ctx.merchant(snap.merchant)).get_return(snap.loop_return_id)
     state = loop_state(details.get("state"))
     if state == "closed":
         return
     if state == "open":
-        raise RetryableError("loop", "waiting for Loop to finish processing the return",
-                             retry_after=min(ctx.settings.loop_settle_s, 30.0))
+        raise RetryableError("loop", "Loop has not finished processing the return",
+                             retry_after=ctx.settings.loop_settle_s)
     raise StepFailed(f"Loop shows the return {state} after we processed it; review by hand")
 
 

@@ -34,6 +34,7 @@ class Settings:
     loop_settle_s: float
     receipt_lookback_days: float
     reconcile_interval_s: float
+    loop_requests_per_minute: float
     webhook_max_bytes: int = 1024 * 1024
     extra: dict = field(default_factory=dict)
 
@@ -52,9 +53,11 @@ def load_settings() -> Settings:
         production=_env("APP_ENV", "development") == "production",
         receipt_poll_interval_s=_float("RECEIPT_POLL_INTERVAL_S", 300.0),
         sweep_interval_s=_float("SWEEP_INTERVAL_S", 60.0),
-        stuck_after_s=_float("STUCK_AFTER_S", 600.0),
+        stuck_after_s=_float("STUCK_AFTER_S", 900.0),
         max_event_attempts=int(_env("MAX_EVENT_ATTEMPTS", "8")),
         loop_settle_s=_float("LOOP_SETTLE_S", 60.0),
         receipt_lookback_days=_float("RECEIPT_LOOKBACK_DAYS", 45.0),
         reconcile_interval_s=_float("RECONCILE_INTERVAL_S", 900.0),
+        # Loop allows 300/min per key; stay a little under it.
+        loop_requests_per_minute=_float("LOOP_REQUESTS_PER_MINUTE", 285.0),
     )

@@ -52,5 +52,16 @@ def up(workdir: str) -> None:
         stack.stop()
 
 
+@main.command("init-db")
+def init_db() -> None:
+    """Create the database schema (the Procfile's release phase)."""
+    from integration.db import get_engine
+    from integration.models import create_all
+    from integration.settings import load_settings
+
+    create_all(get_engine(load_settings().database_url))
+    click.echo("database schema is up to date")
+
+
 if __name__ == "__main__":
     main()

@@ -30,7 +30,8 @@ FAST_ENV = {
     "RECEIPT_POLL_INTERVAL_S": "1",
     "SWEEP_INTERVAL_S": "2",
     "RECONCILE_INTERVAL_S": "30",
-    "STUCK_AFTER_S": "20",
+    "STUCK_AFTER_S": "30",
+    "TASK_RETRY_MAX_S": "10",
     "PARTIAL_GRACE_S": "8",
     "LOOP_SETTLE_S": "5",
     "TASK_RETRY_BASE_S": "0.5",
@@ -70,11 +71,14 @@ class Stack:
         for name in ("loop", "rlm"):
             wait_http(f"{self.url(name)}/_sim/clock", self.procs[name])
         wait_http(f"{self.url('web')}/healthz", self.procs["web"])
-        queues = "default,loop,erp"
+        # Queues split by system: tasks waiting for a Loop rate-limit slot must never starve
+        # the RLM polling and the decisions.
         for n in range(self.workers):
-            self._spawn(f"worker{n + 1}", [sys.executable, "-m", "celery", "-A", "workers.celery_app",
-                                           "worker", "-Q", queues, "-c", str(self.worker_concurrency),
-                                           "-n", f"worker{n + 1}@%h", "-l", "info"])
+            for role, queues in (("worker", "default,erp"), ("loopworker", "loop")):
+                name = f"{role}{n + 1}"
+                self._spawn(name, [sys.executable, "-m", "celery", "-A", "workers.celery_app",
+                                   "worker", "-Q", queues, "-c", str(self.worker_concurrency),
+                                   "-n", f"{name}@%h", "-l", "info"])
         self._spawn("beat", [sys.executable, "-m", "celery", "-A", "workers.celery_app", "beat",
                              "-l", "info"])
         if self.flower:

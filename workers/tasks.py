@@ -15,6 +15,7 @@ from sqlalchemy.orm.exc import StaleDataError
 from integration import maintenance, pipeline
 from integration.context import Context
 from integration.errors import RetryableError
+from integration.ratelimit import TokenBucket, bucket_name
 
 from . import runtime
 from .celery_app import app
@@ -22,7 +23,9 @@ from .celery_app import app
 log = logging.getLogger(__name__)
 
 RETRY_BASE_S = float(os.environ.get("TASK_RETRY_BASE_S", "2"))
-RETRY_MAX_S = 600.0  # stays well under the broker's visibility timeout
+# Stays well under the broker's visibility timeout, and under STUCK_AFTER_S so the sweeper
+# never mistakes a task waiting for its retry for a lost one.
+RETRY_MAX_S = float(os.environ.get("TASK_RETRY_MAX_S", "600"))
 MAX_RETRIES = 10
 # Conflicts with another worker or a locked database: retry soon.
 TRANSIENT = (RetryableError, StaleDataError, OperationalError, redis.ConnectionError)
@@ -48,8 +51,15 @@ def context() -> Context:
     global _context
     if _context is None:
         _context = Context(settings=runtime.settings(), merchants=runtime.merchants(),
-                           sessions=runtime.sessions(), enqueue=enqueue)
+                           sessions=runtime.sessions(), enqueue=enqueue,
+                           loop_limiter_for=_loop_limiter)
     return _context
+
+
+def _loop_limiter(merchant) -> TokenBucket:
+    client = redis.Redis.from_url(runtime.redis_url())
+    return TokenBucket(client, bucket_name("loop", merchant.loop_api_key),
+                       runtime.settings().loop_requests_per_minute)
 
 
 def backoff(retries: int, retry_after: float | None = None) -> float:

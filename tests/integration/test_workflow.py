@@ -173,3 +173,26 @@ def test_missed_webhooks_are_found_by_the_loop_returns_pull(stack):
     celery_for(stack).send_task("loop.reconcile")
     view = wait_for_state(stack, loop_id, {"rma_created", "transmitted"})
     assert any(t["cause"] == "found by the Loop returns pull" for t in view["timeline"])
+
+
+def test_shopper_address_is_gone_from_the_database_once_the_rma_exists(stack):
+    import sqlite3
+
+    loop_id = new_return(stack, 108)
+    wait_for_state(stack, loop_id, "transmitted")
+    wait_for(lambda: _event_statuses(stack, loop_id) == {"done"}, 30, what="events handled")
+    db = sqlite3.connect(stack.env["DATABASE_URL"].split("///", 1)[1])
+    rows = db.execute("select payload from webhook_events where loop_return_id = ?", (loop_id,)).fetchall()
+    rows += db.execute("select ship_from, units from returns where loop_return_id = ?", (loop_id,)).fetchall()
+    dump = json.dumps(rows)
+    assert "108 Demo Street" not in dump and "Number108" not in dump and "shopper108@" not in dump
+    ra = requests.get(f"{stack.url('rlm')}/api/v1/companies/90/return-authorizations",
+                      params={"external_ref": loop_id}, auth=("demo", "demo-rlm-key"), timeout=5).json()
+    assert ra["data"][0]["ship_from"]["address1"] == "108 Demo Street"  # it did reach RLM
+
+
+def _event_statuses(stack, loop_id):
+    import sqlite3
+
+    db = sqlite3.connect(stack.env["DATABASE_URL"].split("///", 1)[1])
+    return {r[0] for r in db.execute("select status from webhook_events where loop_return_id = ?", (loop_id,))}

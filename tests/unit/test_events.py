@@ -23,11 +23,13 @@ def test_ids_that_arrive_as_numbers_or_strings_become_strings():
     assert event["loop_return_id"] == "52393555"
 
 
-def test_shopper_data_and_unknown_fields_are_not_kept():
+def test_only_the_ship_from_address_rlm_needs_is_kept_and_only_from_the_creation():
     event = parse_event(CREATED)
-    flat = repr(event)
-    assert "jane@example.com" not in flat and "Jane Doe" not in flat and "11201" not in flat
+    assert "jane@example.com" not in repr(event)  # no email, ever
+    assert event["ship_from"] == {"name": "Jane Doe", "zip": "11201"}
     assert "some_field_loop_added_last_week" not in event
+    updated = parse_event({**CREATED, "trigger": "return.updated"})
+    assert "ship_from" not in updated and "Jane Doe" not in repr(updated)
 
 
 def test_processing_failed_is_keyed_by_return_id():

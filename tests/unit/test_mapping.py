@@ -62,10 +62,11 @@ def test_ra_body_follows_the_rlm_model():
     resolved = {"upc": "099999000054", "sku_number": 4, "style_number": "CB11D10", "color": "BLUE",
                 "size": "S", "division_number": 10}
     line = ra_line(1, group, resolved, "TOO_SMALL", "Too small")
-    body = build_ra(MERCHANT, DETAILS, [line])
+    body = build_ra(MERCHANT, DETAILS, [line], ship_from(DETAILS["address"]))
     assert body["external_ref"] == "52393555" and body["external_source"] == "LOOP"
     assert body["customer_po"] == "#1001" and body["ra_date"] == 20240312
     assert body["warehouse_number"] == 1 and body["division_number"] == 10
+    assert body["ship_from"]["state"] == "NY"
     assert "carrier" not in body and "tracking_number" not in body  # "" and "N/A" mean no label yet
     assert line["qty_authorized"] == 2 and line["unit_price"] == "80.00"
     assert line["external_line_refs"] == ["293482039", "293482040"]
