@@ -19,6 +19,7 @@ from integration.ratelimit import TokenBucket, bucket_name
 
 from . import runtime
 from .celery_app import app
+from .names import STEP_TASK_NAMES
 
 log = logging.getLogger(__name__)
 
@@ -29,16 +30,6 @@ RETRY_MAX_S = float(os.environ.get("TASK_RETRY_MAX_S", "600"))
 MAX_RETRIES = 10
 # Conflicts with another worker or a locked database: retry soon.
 TRANSIENT = (RetryableError, StaleDataError, OperationalError, redis.ConnectionError)
-
-STEP_TASK_NAMES = {
-    "handle_event": "loop.handle_event",
-    "create_rma": "rlm.create_rma",
-    "transmit_rma": "rlm.transmit_rma",
-    "decide": "integration.decide",
-    "act_in_loop": "loop.act_in_loop",
-    "close_rma": "rlm.close_rma",
-    "cancel_rma": "rlm.cancel_rma",
-}
 
 _context: Context | None = None
 

@@ -115,7 +115,7 @@ def test_rlm_rejection_parks_the_return_with_rlms_message_and_retry_resumes(stac
     from integration.settings import load_settings
 
     publisher = celery_for(stack)
-    from workers.tasks import STEP_TASK_NAMES
+    from workers.names import STEP_TASK_NAMES
 
     ctx = Context(settings=load_settings(), merchants=load_merchants(),
                   sessions=session_factory(stack.env["DATABASE_URL"]),
