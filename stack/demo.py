@@ -209,7 +209,7 @@ def run_demo(count: int = len(SCENARIOS), report_path: str | None = None, workdi
     print(f"starting the stack in {base} (logs in {base / 'logs'})", file=out, flush=True)
     # The grace period for partial receipts is shortened for the demo, but under a large batch
     # the warehouse (this driver) needs longer to send the rest of a package.
-    grace = str(max(8.0, 0.15 * count))
+    grace = str(max(10.0, 0.15 * count))
     with Stack(base, extra_env={"PARTIAL_GRACE_S": grace}) as stack:
         rows = Demo(stack, out).run(count, timeout or 120 + count * 1.0)
     result = report(rows, time.monotonic() - started)

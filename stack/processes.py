@@ -32,7 +32,7 @@ FAST_ENV = {
     "RECONCILE_INTERVAL_S": "30",
     "STUCK_AFTER_S": "30",
     "TASK_RETRY_MAX_S": "10",
-    "PARTIAL_GRACE_S": "8",
+    "PARTIAL_GRACE_S": "10",
     "LOOP_SETTLE_S": "5",
     "TASK_RETRY_BASE_S": "0.5",
 }
