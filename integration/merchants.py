@@ -11,8 +11,9 @@ import os
 import tomllib
 from dataclasses import dataclass, field
 from decimal import Decimal
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
-from marshmallow import EXCLUDE, Schema, ValidationError, fields, post_load, validate
+from marshmallow import RAISE, Schema, ValidationError, fields, post_load, validate
 
 CONDITIONS = ("GOOD", "DAMAGED", "DEFECTIVE", "WRONG_ITEM", "MISSING_TAGS")
 DEFAULT_REASON_CODES = {
@@ -41,6 +42,7 @@ class Criteria:
     value_threshold: Decimal | None = None
     expiry_days: float = 30
     on_expiry: str = "flag"  # or "close"
+    grade_in_loop: bool = False
 
 
 @dataclass(frozen=True)
@@ -68,9 +70,16 @@ class Merchant:
         return self.reason_codes.get((reason or "").strip().lower(), "OTHER")
 
 
+def _known_timezone(name: str) -> None:
+    try:
+        ZoneInfo(name)
+    except (ZoneInfoNotFoundError, ValueError):
+        raise ValidationError(f"unknown time zone {name!r}") from None
+
+
 class CriteriaSchema(Schema):
     class Meta:
-        unknown = EXCLUDE
+        unknown = RAISE  # a misspelt criterion must not silently fall back to its default
 
     accepted_conditions = fields.List(
         fields.String(validate=validate.OneOf(CONDITIONS)), load_default=["GOOD"]
@@ -84,6 +93,7 @@ class CriteriaSchema(Schema):
     value_threshold = fields.Decimal(load_default=None, allow_none=True, as_string=False)
     expiry_days = fields.Float(load_default=30, validate=validate.Range(min=0))
     on_expiry = fields.String(load_default="flag", validate=validate.OneOf(["flag", "close"]))
+    grade_in_loop = fields.Boolean(load_default=False)
 
     @post_load
     def build(self, data, **_):
@@ -93,7 +103,7 @@ class CriteriaSchema(Schema):
 
 class MerchantSchema(Schema):
     class Meta:
-        unknown = EXCLUDE
+        unknown = RAISE
 
     name = fields.String(required=True, validate=validate.Regexp(r"^[a-z0-9][a-z0-9_-]*$"))
     loop_base_url = fields.Url(required=True, require_tld=False)
@@ -111,7 +121,7 @@ class MerchantSchema(Schema):
     customer_number = fields.String(load_default="WEB0000")
     store_number = fields.Integer(load_default=None, allow_none=True)
     rlm_auto_transmit = fields.Boolean(load_default=False)
-    timezone = fields.String(load_default="UTC")
+    timezone = fields.String(load_default="UTC", validate=_known_timezone)
     reason_codes = fields.Dict(keys=fields.String(), values=fields.String(), load_default=dict)
     sku_pattern = fields.String(load_default="{style}-{color}-{size}")
     criteria = fields.Nested(CriteriaSchema, load_default=lambda: Criteria())
@@ -155,7 +165,8 @@ def demo_merchant_config() -> dict:
     """The built-in sandbox merchant; each value can be overridden from the environment."""
     env = os.environ.get
     secrets = env("LOOP_WEBHOOK_SECRETS") or env("LOOP_WEBHOOK_SECRET") or "demo-webhook-secret"
-    criteria = {"partial_grace_s": float(env("PARTIAL_GRACE_S", 72 * 3600))}
+    criteria = {"partial_grace_s": float(env("PARTIAL_GRACE_S", 72 * 3600)),
+                "expiry_days": float(env("RMA_EXPIRY_DAYS", 30))}
     if env("RETURN_VALUE_THRESHOLD"):
         criteria["value_threshold"] = env("RETURN_VALUE_THRESHOLD")
     return {
@@ -182,4 +193,6 @@ def load_merchants() -> dict[str, Merchant]:
             doc = tomllib.load(fh)
     except (OSError, tomllib.TOMLDecodeError) as exc:
         raise ConfigError(f"MERCHANTS_FILE {path}: {exc}") from None
-    return parse_merchants(doc.get("merchants", []))
+    if not doc.get("merchants"):
+        raise ConfigError(f"MERCHANTS_FILE {path}: no [[merchants]] table")
+    return parse_merchants(doc["merchants"])

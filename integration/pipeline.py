@@ -330,14 +330,13 @@ def _keep_line(line: dict) -> dict:
 
 
 def _expiry(ra: dict, merchant: Merchant, now: datetime) -> datetime:
-    raw = ra.get("expiration_date")
-    if raw:
-        try:
-            day = datetime.strptime(str(raw), "%Y%m%d").replace(tzinfo=timezone.utc)
-            return day + timedelta(days=1)
-        except ValueError:
-            pass
-    return now + timedelta(days=merchant.criteria.expiry_days)
+    """The merchant's expiry, or RLM's own expiration date if that comes first."""
+    ours = now + timedelta(days=merchant.criteria.expiry_days)
+    try:
+        day = datetime.strptime(str(ra.get("expiration_date")), "%Y%m%d").replace(tzinfo=timezone.utc)
+    except ValueError:
+        return ours
+    return min(ours, day + timedelta(days=1))  # RLM's date is inclusive
 
 
 def transmit_rma(ctx: Context, return_id: int) -> None:

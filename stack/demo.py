@@ -1,9 +1,10 @@
 """`make demo`: drive sample returns through the whole real stack and check every outcome.
 
 Each sample return is created in the Loop sandbox (which fires `return.created` at our real
-receiver), the simulated 3PL receives its package in the RLM sandbox by scenario, and the demo
-watches the service's own API until each return settles. An outcome counts as matched only if
-our record AND both sandboxes agree (one RA in RLM, one Loop action, the Loop state).
+receiver), the simulated 3PL receives its package in the RLM sandbox by scenario, a person in
+Loop acts where the scenario says so, and the demo watches the service's own API until each
+return settles. An outcome counts as matched only if our record AND both sandboxes agree (one
+RA in RLM, the right number of Loop actions, the Loop state).
 """
 from __future__ import annotations
 
@@ -17,6 +18,8 @@ from pathlib import Path
 
 import requests
 
+from integration.signature import sign
+
 from .processes import Stack
 
 RLM_AUTH = ("demo", "demo-rlm-key")
@@ -25,23 +28,38 @@ RLM_AUTH = ("demo", "demo-rlm-key")
 @dataclass(frozen=True)
 class Scenario:
     name: str
-    expected: str  # processed | flagged | cancelled | needs_attention
+    expected: str  # processed | flagged | by_person | cancelled | needs_attention
     receipts: tuple[str, ...] = ()  # RLM sandbox 3PL scenarios, in order
-    cancel_in_loop: bool = False
+    loop_admin: str | None = None  # what a person does in Loop: cancelled | closed | review
+    loop_admin_when: str = "transmitted"  # ...once our return is in this state
     unknown_sku: bool = False
+    processing_fails: bool = False  # Loop's background processing fails
+    webhooks: str = "normal"  # normal | missed (never delivered) | shuffled (late, twice, out of order)
+    reason: str = ""  # what the reasons/note must mention
 
 
 SCENARIOS = [
     Scenario("exact", "processed", ("exact",)),
     Scenario("partial_then_complete", "processed", ("partial", "remainder")),
-    Scenario("missing_after_grace", "flagged", ("partial",)),
-    Scenario("damaged", "flagged", ("damaged",)),
-    Scenario("wrong_item", "flagged", ("wrong_item",)),
-    Scenario("over_received", "flagged", ("over",)),
-    Scenario("cancelled_before_receipt", "cancelled", cancel_in_loop=True),
-    Scenario("unknown_sku", "needs_attention", unknown_sku=True),
+    Scenario("missing_after_grace", "flagged", ("partial",), reason="missing 1 x "),
+    Scenario("damaged", "flagged", ("damaged",), reason="received damaged"),
+    Scenario("wrong_item", "flagged", ("wrong_item",), reason="not on RMA"),
+    Scenario("over_received", "flagged", ("over",), reason="over-received"),
+    Scenario("cancelled_before_receipt", "cancelled", loop_admin="cancelled"),
+    Scenario("unknown_sku", "needs_attention", unknown_sku=True, reason="SKU unknown to RLM: NOSUCH"),
+    Scenario("nothing_received_by_expiry", "flagged", reason="nothing received by the RMA's expiry"),
+    Scenario("cancelled_after_receipt", "needs_attention", ("partial",), loop_admin="cancelled",
+             loop_admin_when="partially_received", reason="after goods were received"),
+    Scenario("processed_by_person_in_loop", "by_person", loop_admin="closed"),
+    Scenario("flagged_by_person_in_loop", "by_person", loop_admin="review"),
+    Scenario("loop_processing_failed", "needs_attention", ("exact",), processing_fails=True,
+             reason="Loop could not process"),
+    Scenario("webhook_missed", "processed", ("exact",), webhooks="missed"),
+    Scenario("webhooks_late_twice_out_of_order", "processed", ("exact",), webhooks="shuffled"),
 ]
 SETTLED = {"complete", "cancelled", "needs_attention"}
+ACTIONS_EXPECTED = {"processed": ["process"], "flagged": ["flag"], "by_person": [],
+                    "cancelled": [], "needs_attention": None}
 
 
 @dataclass
@@ -49,7 +67,7 @@ class Tracked:
     scenario: Scenario
     loop_id: str
     receipts_done: int = 0
-    cancelled: bool = False
+    admin_done: bool = False
     view: dict = field(default_factory=dict)
 
     @property
@@ -93,6 +111,65 @@ class Demo:
         r.raise_for_status()
         return Tracked(scenario, str(r.json()["id"]))
 
+    def create_all(self, count: int) -> list[Tracked]:
+        plan = list(zip(range(count), itertools.cycle(SCENARIOS)))
+        # Returns whose creation webhook must not come from Loop are created first, while that
+        # subscription is switched off (the subscription API is the only switch Loop has).
+        quiet = [(n, s) for n, s in plan if s.webhooks != "normal"]
+        tracked = []
+        if quiet:
+            with self._created_webhook_off():
+                tracked += [self.create_return(n, s) for n, s in quiet]
+        tracked += [self.create_return(n, s) for n, s in plan if s.webhooks == "normal"]
+        for t in tracked:
+            if t.scenario.webhooks == "shuffled":
+                self._send_shuffled(t)
+        failing = [int(t.loop_id) for t in tracked if t.scenario.processing_fails]
+        if failing:
+            self.http.post(f"{self.stack.url('loop')}/_sim/config", json={"processing_fails": failing},
+                           timeout=10).raise_for_status()
+        return tracked
+
+    def _created_webhook_off(self):
+        demo = self
+
+        class Off:
+            def __enter__(self):
+                self.hooks = [h for h in demo._loop_api("GET", "/webhooks")["webhooks"]
+                              if h["trigger"] == "return.created"]
+                self._set("inactive")
+
+            def __exit__(self, *exc):
+                self._set("active")
+
+            def _set(self, status):
+                for h in self.hooks:
+                    body = {**{k: h[k] for k in ("topic", "trigger", "url")}, "status": status}
+                    demo._loop_api("PUT", f"/webhooks/{h['id']}", json=body)
+
+        return Off()
+
+    def _loop_api(self, method: str, path: str, **kwargs):
+        r = self.http.request(method, f"{self.stack.url('loop')}/api/v1{path}", timeout=10,
+                              headers={"X-Authorization": self.stack.env.get("LOOP_API_KEY", "demo-loop-key")},
+                              **kwargs)
+        r.raise_for_status()
+        return r.json() if r.content else None
+
+    def _send_shuffled(self, t: Tracked) -> None:
+        """What a flaky network does to Loop's deliveries: an update first, the creation twice."""
+        record = self.http.get(f"{self.stack.url('loop')}/_sim/returns/{t.loop_id}", timeout=10).json()
+        webhook = {k: v for k, v in record.items() if k not in ("actions", "history", "notes",
+                                                                  "process_data", "processing_pending",
+                                                                  "removed_line_items")}
+        secret = self.stack.env["LOOP_WEBHOOK_SECRET"]
+        url = f"{self.stack.url('web')}/webhooks/loop/demo"
+        for trigger in ("return.updated", "return.created", "return.created"):
+            body = json.dumps({"topic": "return", "trigger": trigger, **webhook},
+                              separators=(",", ":")).replace("/", "\\/").encode()
+            self.http.post(url, data=body, timeout=10, headers={
+                "Content-Type": "application/json", "X-Loop-Signature": sign(secret, body)})
+
     # --- driving them --------------------------------------------------------------------
     def refresh(self, t: Tracked) -> None:
         r = self.http.get(f"{self.stack.url('web')}/api/returns/{t.loop_id}",
@@ -101,13 +178,16 @@ class Demo:
             t.view = r.json()
 
     def nudge(self, t: Tracked) -> None:
-        """Play the warehouse and the shopper: receive packages, cancel in Loop."""
+        """Play the warehouse and the people in Loop: receive packages, cancel, close, flag."""
         s = t.scenario
-        if s.cancel_in_loop and not t.cancelled and t.state == "transmitted":
+        receipts_left = t.receipts_done < len(s.receipts)
+        if s.loop_admin and not t.admin_done and t.state == s.loop_admin_when \
+                and (t.receipts_done or s.loop_admin_when == "transmitted"):
             self.http.post(f"{self.stack.url('loop')}/_sim/returns/{t.loop_id}/state",
-                           json={"state": "cancelled"}, timeout=10).raise_for_status()
-            t.cancelled = True
-        if t.receipts_done >= len(s.receipts) or not t.view.get("rma_number"):
+                           json={"state": s.loop_admin}, timeout=10).raise_for_status()
+            t.admin_done = True
+            return
+        if not receipts_left or not t.view.get("rma_number"):
             return
         ready = "transmitted" if t.receipts_done == 0 else "partially_received"
         if t.state != ready:
@@ -118,7 +198,7 @@ class Demo:
         t.receipts_done += 1
 
     def run(self, count: int, timeout: float) -> list[dict]:
-        tracked = [self.create_return(n, s) for n, s in zip(range(count), itertools.cycle(SCENARIOS))]
+        tracked = self.create_all(count)
         self._print(f"created {len(tracked)} returns in the Loop sandbox; waiting for the workflow")
         deadline = time.monotonic() + timeout
         last_progress = 0.0
@@ -141,20 +221,24 @@ class Demo:
         loop = self.http.get(f"{self.stack.url('loop')}/_sim/returns/{t.loop_id}", timeout=10).json()
         rlm_stats = self.http.get(f"{self.stack.url('rlm')}/_sim/stats", timeout=10).json()
         ras = rlm_stats["ras_per_external_ref"].get("90", {}).get(t.loop_id, 0)
-        ok_actions = [a["action"] for a in loop.get("actions", []) if a.get("ok")]
+        ours = [a["action"] for a in loop.get("actions", []) if a.get("ok") and a["action"] in ("process", "flag")]
         actual = self._actual(t)
-        problems = []
-        if actual == "processed" and (ok_actions.count("process") != 1 or ras != 1):
-            problems.append(f"loop process calls={ok_actions.count('process')}, RAs={ras}")
-        if actual == "flagged" and (ok_actions.count("flag") != 1 or not loop.get("notes") or ras != 1):
-            problems.append(f"loop flag calls={ok_actions.count('flag')}, notes={len(loop.get('notes') or [])}")
-        if actual in ("processed", "flagged") and ok_actions.count("process") + ok_actions.count("flag") != 1:
-            problems.append("more than one Loop action")
-        if actual == "cancelled" and ras > 1:
-            problems.append(f"RAs={ras}")
-        if actual == "needs_attention" and ras:
-            problems.append(f"an RA exists ({ras}) although the SKU is unknown")
         decision = t.view.get("decision") or {}
+        reasons = decision.get("reasons") or []
+        if t.view.get("attention_reason"):
+            reasons = reasons + [t.view["attention_reason"]]
+        problems = []
+        wanted = ACTIONS_EXPECTED.get(actual)
+        if wanted is not None and ours != wanted:
+            problems.append(f"Loop actions {ours}")
+        if len(ours) > 1:
+            problems.append(f"{len(ours)} Loop actions")
+        if ras > 1 or (actual in ("processed", "flagged", "by_person") and ras != 1):
+            problems.append(f"{ras} RAs in RLM")
+        if actual == "flagged" and not loop.get("notes"):
+            problems.append("no Loop note")
+        if t.scenario.reason and not any(t.scenario.reason in r for r in reasons):
+            problems.append(f"no reason mentions {t.scenario.reason!r}")
         return {
             "loop_return_id": t.loop_id,
             "scenario": t.scenario.name,
@@ -164,7 +248,7 @@ class Demo:
             "state": t.state,
             "rma_number": t.view.get("rma_number"),
             "loop_state": loop.get("state"),
-            "reasons": decision.get("reasons") or ([t.view["attention_reason"]] if t.view.get("attention_reason") else []),
+            "reasons": reasons,
             "loop_note": decision.get("loop_note"),
         }
 
@@ -172,7 +256,8 @@ class Demo:
     def _actual(t: Tracked) -> str:
         if t.state == "complete":
             action = (t.view.get("decision") or {}).get("action")
-            return {"process": "processed", "flag": "flagged"}.get(action, f"complete/{action}")
+            return {"process": "processed", "flag": "flagged", "by_person": "by_person"}.get(
+                action, f"complete/{action}")
         return t.state
 
     # --- output --------------------------------------------------------------------------
@@ -202,15 +287,21 @@ def report(rows: list[dict], elapsed: float) -> dict:
     }
 
 
+def demo_env(count: int) -> dict[str, str]:
+    """Shortened clocks for the demo; a large batch gives the warehouse (this driver) longer."""
+    return {
+        "PARTIAL_GRACE_S": str(max(10.0, 0.15 * count)),
+        "RMA_EXPIRY_DAYS": str(max(25.0, 0.3 * count) / 86400),
+        "RECONCILE_INTERVAL_S": "8",
+    }
+
+
 def run_demo(count: int = len(SCENARIOS), report_path: str | None = None, workdir: str | None = None,
              timeout: float | None = None, out=sys.stdout) -> dict:
     started = time.monotonic()
     base = Path(workdir) if workdir else Path(tempfile.mkdtemp(prefix="rlm-loop-demo-"))
     print(f"starting the stack in {base} (logs in {base / 'logs'})", file=out, flush=True)
-    # The grace period for partial receipts is shortened for the demo, but under a large batch
-    # the warehouse (this driver) needs longer to send the rest of a package.
-    grace = str(max(10.0, 0.15 * count))
-    with Stack(base, extra_env={"PARTIAL_GRACE_S": grace}) as stack:
+    with Stack(base, extra_env=demo_env(count)) as stack:
         rows = Demo(stack, out).run(count, timeout or 120 + count * 1.0)
     result = report(rows, time.monotonic() - started)
     print_table(rows, out)

@@ -67,10 +67,12 @@ def post_webhook(client):
 @pytest.fixture(scope="session")
 def stack(tmp_path_factory):
     """The real stack: Valkey, both sandboxes, gunicorn, a Celery worker and beat."""
+    from stack.demo import SCENARIOS, demo_env
     from stack.processes import Stack
 
     workdir = Path(tmp_path_factory.mktemp("stack"))
-    with Stack(workdir, extra_env={"LOOP_WEBHOOK_SECRET": "stack-secret"}) as running:
+    env = {**demo_env(len(SCENARIOS)), "LOOP_WEBHOOK_SECRET": "stack-secret"}
+    with Stack(workdir, extra_env=env) as running:
         yield running
 
 

@@ -5,6 +5,7 @@ from celery import Celery
 
 from . import runtime
 
+runtime.merchants()  # a bad merchant configuration stops the worker here, naming the key
 runtime.redis_url()  # sets REDIS_URL (embedded server if unset) before the config is read
 
 app = Celery("rlm_loop")
