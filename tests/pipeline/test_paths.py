@@ -1,0 +1,147 @@
+"""Merchant options and side paths, step by step against the sandboxes."""
+import time
+
+import requests
+
+from integration import lifecycle as lc
+from integration.maintenance import sweep
+
+from .conftest import later
+
+
+def settle_loop(h, loop_id, state="closed", timeout=5.0):
+    deadline = time.monotonic() + timeout
+    while h.loop_record(loop_id)["state"] != state:
+        assert time.monotonic() < deadline, f"Loop never reached {state}"
+        time.sleep(0.05)
+
+
+def to_transmitted(h, **body):
+    loop_id = h.new_return(**body)
+    rid = h.ingest(loop_id)
+    h.drain()
+    ret = h.ret(rid)
+    assert ret.state == lc.TRANSMITTED, ret.state
+    return loop_id, rid, ret.rma_number
+
+
+def test_exact_receipt_is_processed_and_the_rma_closed_once_loop_confirms(harness_for):
+    h = harness_for()
+    loop_id, rid, ra = to_transmitted(h)
+    h.receive(ra, "exact")
+    h.poll()
+    h.drain()
+    assert h.ret(rid).state == lc.LOOP_ACTIONED  # waits for Loop to finish processing
+    assert h.loop_record(loop_id)["process_data"] == {"rlm_ra_number": str(ra)}
+    settle_loop(h, loop_id)
+    h.ingest(loop_id)  # Loop's return.closed webhook
+    h.drain()
+    assert h.ret(rid).state == lc.COMPLETE
+    assert h.rlm_ra(ra)["close_reason"] == "LOOP_PROCESSED"
+
+
+def test_missing_units_removed_and_rest_processed_when_the_merchant_chooses_it(harness_for):
+    h = harness_for(on_missing="remove_and_process", partial_grace_s=0)
+    loop_id, rid, ra = to_transmitted(h)
+    h.receive(ra, "partial")  # one unit of the two-unit line never arrives
+    h.poll()
+    h.drain()
+    ret = h.ret(rid)
+    assert ret.decision == "remove_and_process"
+    removed = [li["line_item_id"] for li in h.loop_record(loop_id)["removed_line_items"]]
+    assert removed and [str(x) for x in removed] == ret.decision_detail["remove_line_item_ids"]
+    settle_loop(h, loop_id)
+    h.ingest(loop_id)
+    h.drain()
+    assert h.ret(rid).state == lc.COMPLETE
+
+
+def test_partial_receipt_waits_for_the_grace_period_then_flags_with_a_note(harness_for):
+    h = harness_for(partial_grace_s=3600)
+    loop_id, rid, ra = to_transmitted(h)
+    h.receive(ra, "partial")
+    h.poll()
+    h.drain()
+    assert h.ret(rid).state == lc.PARTIALLY_RECEIVED
+    assert sweep(h.ctx)["due"] == 0
+    later(h, 3601)
+    assert sweep(h.ctx)["due"] == 1
+    h.drain()
+    ret = h.ret(rid)
+    assert ret.state == lc.COMPLETE and ret.decision == "flag"
+    notes = [n["content"] for n in h.loop_record(loop_id)["notes"]]
+    assert notes == [ret.loop_note] and ret.loop_note.startswith(f"RLM RA {ra}: missing 1 x CB11D10-")
+    assert h.loop_record(loop_id)["state"] == "review"
+    assert h.rlm_ra(ra)["close_reason"] == "LOOP_FLAG_RESOLVED"
+
+
+def test_nothing_received_by_expiry_closes_in_loop_when_configured(harness_for):
+    h = harness_for(expiry_days=1, on_expiry="close")
+    loop_id, rid, ra = to_transmitted(h)
+    later(h, 86400 + 1)
+    assert sweep(h.ctx)["due"] == 1
+    h.drain()
+    assert h.ret(rid).state == lc.COMPLETE
+    assert h.loop_record(loop_id)["state"] == "closed"
+    assert h.rlm_ra(ra)["close_reason"] == "EXPIRED"
+
+
+def test_return_worth_more_than_the_threshold_is_flagged(harness_for):
+    from decimal import Decimal
+
+    h = harness_for(value_threshold=Decimal("100"))
+    loop_id, rid, ra = to_transmitted(h)
+    h.receive(ra, "exact")
+    h.poll()
+    h.drain()
+    ret = h.ret(rid)
+    assert ret.decision == "flag" and "above 100.00" in ret.loop_note
+
+
+def test_rlm_that_transmits_by_itself_needs_no_transmit_call(harness_for, sandboxes):
+    requests.post(f"{sandboxes['rlm'].url}/_sim/config", json={"auto_transmit_on_create": True}, timeout=5)
+    h = harness_for({"rlm_auto_transmit": True})
+    loop_id = h.new_return()
+    rid = h.ingest(loop_id)
+    ran = h.drain()
+    assert h.ret(rid).state == lc.TRANSMITTED and "transmit_rma" not in ran
+
+
+def test_rlm_validation_message_reaches_the_reason_verbatim(harness_for, sandboxes):
+    faults = f"{sandboxes['rlm'].url}/_sim/faults"
+    requests.post(faults, json={"match": {"method": "POST", "path": "/return-authorizations"},
+                                "status": 422, "code0": "Invalid Size on Line 2", "times": 1}, timeout=5)
+    h = harness_for()
+    rid = h.ingest(h.new_return())
+    h.drain()
+    ret = h.ret(rid)
+    assert ret.state == lc.NEEDS_ATTENTION
+    assert "Invalid Size on Line 2" in ret.attention_reason
+    assert ret.attention_step == "create_rma"
+
+
+def test_cancelled_in_loop_before_the_rma_exists_creates_none(harness_for):
+    h = harness_for()
+    loop_id = h.new_return()
+    rid = h.ingest(loop_id)  # create_rma is queued but has not run yet
+    requests.post(f"{h.loop_url}/_sim/returns/{loop_id}/state", json={"state": "cancelled"}, timeout=5)
+    h.ingest(loop_id)
+    h.drain()
+    assert h.ret(rid).state == lc.CANCELLED
+    stats = requests.get(f"{h.rlm_url}/_sim/stats", timeout=5).json()
+    assert stats["ras_per_external_ref"].get("90", {}).get(loop_id, 0) == 0
+
+
+def test_a_step_run_twice_does_nothing_the_second_time(harness_for):
+    h = harness_for()
+    loop_id, rid, ra = to_transmitted(h)
+    h.receive(ra, "damaged")
+    h.poll()
+    h.queue.append(("decide", rid))
+    h.queue.append(("decide", rid))
+    h.drain()
+    h.queue.append(("act_in_loop", rid))  # a redelivered message after the action
+    h.drain()
+    record = h.loop_record(loop_id)
+    assert [a["action"] for a in record["actions"] if a["ok"]] == ["flag", "note"]
+    assert len(record["notes"]) == 1
