@@ -34,5 +34,8 @@ task_publish_retry_policy = {"max_retries": 2, "interval_start": 0, "interval_st
 beat_scheduler = "redbeat.RedBeatScheduler"
 redbeat_redis_url = broker_url
 redbeat_key_prefix = os.environ.get("REDBEAT_KEY_PREFIX", "redbeat")
-redbeat_lock_timeout = 150  # a killed beat frees the lock in 2.5 min
+# A beat that dies (say, with the broker) holds its lock until this expires, and no periodic
+# job runs meanwhile: 2.5 min by default; it must stay well above beat_max_loop_interval, the
+# rate at which a live beat refreshes it.
+redbeat_lock_timeout = int(os.environ.get("REDBEAT_LOCK_TIMEOUT_S", "150"))
 beat_max_loop_interval = 5

@@ -10,7 +10,7 @@ from sqlalchemy.orm import Session, sessionmaker
 from .loop_client import LoopClient
 from .merchants import Merchant
 from .models import utcnow
-from .rlm_client import RlmClient, make_rlm_client
+from .rlm_client import JsonTransport, RlmClient
 from .settings import Settings
 
 # enqueue(step_name, target_id): publish a task for a step; called only after a commit.
@@ -36,12 +36,16 @@ class Context:
         if client is None:
             limiter = self.loop_limiter_for(merchant) if self.loop_limiter_for else None
             client = LoopClient(merchant.loop_base_url, merchant.loop_api_key,
-                                merchant.loop_api_version, limiter=limiter)
+                                merchant.loop_api_version, limiter=limiter,
+                                timeout=self.settings.loop_timeout)
             self._loop[merchant.name] = client
         return client
 
     def rlm(self, merchant: Merchant) -> RlmClient:
         client = self._rlm.get(merchant.name)
         if client is None:
-            client = self._rlm[merchant.name] = make_rlm_client(merchant)
+            transport = JsonTransport(merchant.rlm_base_url, merchant.rlm_company,
+                                      merchant.rlm_username, merchant.rlm_key,
+                                      timeout=self.settings.rlm_timeout)
+            client = self._rlm[merchant.name] = RlmClient(transport)
         return client

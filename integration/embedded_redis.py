@@ -58,10 +58,19 @@ def wait_for_redis(url: str, timeout: float = 15.0, proc: subprocess.Popen | Non
         time.sleep(0.05)
 
 
+def with_tls_defaults(url: str) -> str:
+    """Heroku Redis speaks TLS with a self-signed certificate; kombu refuses a `rediss://` URL
+    that does not say how to check it."""
+    if url.startswith("rediss://") and "ssl_cert_reqs" not in url:
+        return url + ("&" if "?" in url else "?") + "ssl_cert_reqs=none"
+    return url
+
+
 def ensure_redis_url(data_dir: Path) -> str:
     """REDIS_URL if set; otherwise the data directory's embedded server, started if needed."""
     url = os.environ.get("REDIS_URL")
     if url:
+        os.environ["REDIS_URL"] = url = with_tls_defaults(url)
         return url
     workdir = data_dir / "valkey"
     workdir.mkdir(parents=True, exist_ok=True)

@@ -1,32 +1,48 @@
-"""One place that turns an HTTP exchange into a parsed body or a typed error."""
+"""One place that turns an HTTP exchange into a parsed body or a typed error.
+
+Retryable: 5xx, 408, 429, timeouts, connection errors and 2xx answers we cannot read (the call's
+outcome is unknown, as after a timeout). Final: every other 4xx and any other transport failure.
+"""
 from __future__ import annotations
 
+import datetime as dt
+import email.utils
 import json
-import logging
+import random
 from typing import Any, Callable
 
 import requests
-from tenacity import (
-    retry,
-    retry_if_exception_type,
-    stop_after_attempt,
-    wait_exponential_jitter,
-)
+from tenacity import retry, retry_if_exception, stop_after_attempt
 
-from .errors import FinalError, NotFound, RetryableError
+from .errors import FinalError, NotFound, RetryableError, UpstreamError
 
-log = logging.getLogger(__name__)
+RETRYABLE_4XX = {408, 429}  # request timeout, rate limit; every 5xx is retryable too
+# Broken connections mid-answer are as transient as refused ones.
+TRANSIENT_EXCEPTIONS = (requests.ConnectionError, requests.Timeout, requests.exceptions.ChunkedEncodingError)
+QUICK_RETRY_MAX_WAIT_S = 2.0  # a server asking for longer than this is left to the task's backoff
 
-RETRYABLE_STATUS = {408, 429, 500, 502, 503, 504}
+Describe = Callable[[Any], "tuple[str, str | None]"]
+
+
+def is_retryable_status(status: int) -> bool:
+    return status >= 500 or status in RETRYABLE_4XX
 
 
 def parse_retry_after(value: str | None) -> float | None:
+    """Seconds to wait from a Retry-After header (delta-seconds or HTTP-date); None if absent or unreadable."""
     if not value:
         return None
     try:
         return max(0.0, float(value))
     except ValueError:
-        return None  # HTTP-date form: fall back to our own backoff
+        pass
+    try:
+        when = email.utils.parsedate_to_datetime(value)
+    except (TypeError, ValueError):
+        return None
+    if when.tzinfo is None:
+        when = when.replace(tzinfo=dt.timezone.utc)
+    return max(0.0, (when - dt.datetime.now(dt.timezone.utc)).total_seconds())
 
 
 def decode_body(response: requests.Response) -> Any:
@@ -37,46 +53,72 @@ def decode_body(response: requests.Response) -> Any:
         return None
 
 
-def classify(system: str, response: requests.Response, describe: Callable[[Any], tuple[str, str | None]]) -> Exception:
+def classify(system: str, response: requests.Response, describe: Describe) -> UpstreamError:
     """The typed error for a non-2xx response; `describe` pulls (message, code) out of a body."""
     body = decode_body(response)
-    message, code = describe(body) if body is not None else (f"HTTP {response.status_code}", None)
     status = response.status_code
-    if status in RETRYABLE_STATUS:
-        return RetryableError(system, message, status=status, code=code,
+    message, code = describe(body) if body is not None else (f"HTTP {status}{_where(response)}", None)
+    if is_retryable_status(status):
+        return RetryableError(system, message, status=status, code=code, body=body,
                               retry_after=parse_retry_after(response.headers.get("Retry-After")))
     if status == 404:
         return NotFound(system, message, status=status, code=code, body=body)
     return FinalError(system, message, status=status, code=code, body=body)
 
 
+def unreadable(system: str, response: requests.Response) -> RetryableError:
+    """A 2xx whose body is not what the API sends: the outcome is unknown, as after a timeout."""
+    return RetryableError(system, f"unreadable HTTP {response.status_code} answer{_where(response)}",
+                          status=response.status_code)
+
+
 def send(session: requests.Session, system: str, method: str, url: str, *,
-         timeout: tuple[float, float], retries: int, **kwargs) -> requests.Response:
-    """Send one request; connection errors and timeouts become RetryableError.
+         timeout: tuple[float, float], retries: int, describe: Describe,
+         before: Callable[[], None] | None = None, **kwargs) -> requests.Response:
+    """Send one request; transport failures and 5xx become typed errors, other answers come back.
 
     `retries` > 0 re-sends quickly inside this call (only for calls that are safe to repeat);
-    longer backoff is the Celery task's job.
+    longer backoff, 429 included, is the Celery task's job. `before` runs ahead of every attempt
+    (the rate limiter: a re-send counts against the limit like any request).
     """
 
     def once() -> requests.Response:
+        if before is not None:
+            before()
         try:
             response = session.request(method, url, timeout=timeout, **kwargs)
-        except (requests.ConnectionError, requests.Timeout) as exc:
+        except TRANSIENT_EXCEPTIONS as exc:
             raise RetryableError(system, f"{type(exc).__name__} on {method} {_path(url)}") from None
+        except requests.RequestException as exc:  # bad URL, redirect loop: configuration, not weather
+            raise FinalError(system, f"{type(exc).__name__} on {method} {_path(url)}") from None
         if response.status_code >= 500:
-            raise RetryableError(system, f"HTTP {response.status_code} on {method} {_path(url)}",
-                                 status=response.status_code)
+            raise classify(system, response, describe)
         return response
 
     if retries <= 0:
         return once()
     wrapped = retry(
-        retry=retry_if_exception_type(RetryableError),
+        retry=retry_if_exception(_quickly_retryable),
         stop=stop_after_attempt(retries + 1),
-        wait=wait_exponential_jitter(multiplier=0.2, max=2.0),
+        wait=_wait_honouring_retry_after,
         reraise=True,
     )(once)
     return wrapped()
+
+
+def _quickly_retryable(exc: BaseException) -> bool:
+    return isinstance(exc, RetryableError) and (exc.retry_after or 0.0) <= QUICK_RETRY_MAX_WAIT_S
+
+
+def _wait_honouring_retry_after(state) -> float:
+    """0.2 s doubling per attempt, up to 50% jitter, capped; a short Retry-After is a floor."""
+    backoff = min(QUICK_RETRY_MAX_WAIT_S, 0.2 * 2 ** (state.attempt_number - 1) * random.uniform(1.0, 1.5))
+    return max(backoff, state.outcome.exception().retry_after or 0.0)
+
+
+def _where(response: requests.Response) -> str:
+    request = response.request
+    return f" on {request.method} {_path(request.url)}" if request is not None and request.url else ""
 
 
 def _path(url: str) -> str:

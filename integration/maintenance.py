@@ -4,12 +4,12 @@ from __future__ import annotations
 import logging
 from datetime import datetime, timedelta
 
-from sqlalchemy import or_, select
+from sqlalchemy import exists, or_, select
 
 from . import lifecycle as lc
 from .context import Context
 from .db import after_commit, session_scope
-from .models import FeedCursor, Return, WebhookEvent
+from .models import FeedCursor, Receipt, Return, WebhookEvent
 from .pipeline import as_utc, ingest_return
 
 log = logging.getLogger(__name__)
@@ -55,6 +55,14 @@ def sweep(ctx: Context, batch: int = 500) -> dict[str, int]:
             if _wait_is_over(ctx, ret, now):
                 _later(ctx, s, "decide", ret.id)
                 counts["due"] += 1
+        # Receipts stored but never looked at: the decide message was lost (a worker killed
+        # while holding it, or the broker restarted before writing it to disk).
+        unseen = exists().where(Receipt.merchant == Return.merchant, Receipt.ra_number == Return.rma_number)
+        for ret in s.scalars(select(Return).where(Return.state == lc.TRANSMITTED, Return.updated_at < stale,
+                                                  unseen).limit(batch)):
+            ret.updated_at = now
+            _later(ctx, s, "decide", ret.id)
+            counts["steps"] += 1
     return counts
 
 
@@ -127,3 +135,76 @@ def retry_return(ctx: Context, merchant: str, loop_return_id: str) -> str:
         ret_id = ret.id
         after_commit(s, lambda: ctx.enqueue(step, ret_id))
         return f"return {loop_return_id}: retrying {step}"
+
+
+# Parked at these steps, a return has not been acted on in Loop: its decision can be re-run.
+REDECIDABLE_STEPS = {"decide", "act_in_loop"}
+
+
+def can_redecide(ret: Return) -> bool:
+    """Decided (or parked at the decision or the Loop action), and Loop not yet acted on."""
+    if ret.loop_action_claimed_at is not None:
+        return False
+    return ret.state == lc.DECIDED or (ret.state == lc.NEEDS_ATTENTION
+                                       and ret.attention_step in REDECIDABLE_STEPS)
+
+
+def redecide_return(ctx: Context, merchant: str, loop_return_id: str) -> str:
+    """Operator re-decide: run the rules again for a return decided (or parked at the decision or
+    the Loop action) but not yet acted on in Loop, e.g. after the merchant's criteria changed."""
+    with session_scope(ctx.sessions) as s:
+        ret = s.scalar(select(Return).where(Return.merchant == merchant,
+                                            Return.loop_return_id == loop_return_id).with_for_update())
+        if ret is None:
+            raise LookupError(f"no return {loop_return_id} for merchant {merchant}")
+        if not can_redecide(ret):
+            return (f"return {loop_return_id} is {ret.state}; only a return decided but not yet "
+                    "acted on in Loop can be re-decided")
+        if ret.state == lc.DECIDED:
+            # The lifecycle has no way back from `decided`; holding the return first records why.
+            lc.transition(ret, lc.NEEDS_ATTENTION, "held for a new decision by an operator",
+                          f"previous decision: {ret.decision}")
+        ret.decision = ret.decision_detail = ret.loop_note = None
+        ret.attention_reason = ret.attention_step = None
+        lc.transition(ret, lc.RESUME_STATE["decide"], "re-decide requested by an operator")
+        ret_id = ret.id
+        after_commit(s, lambda: ctx.enqueue("decide", ret_id))
+        return f"return {loop_return_id}: deciding again"
+
+
+def replay_event(ctx: Context, event_id: int) -> str:
+    """Operator replay of a stored webhook: hand it to the pipeline again (every step is
+    idempotent, so a replay can only bring our record up to date)."""
+    with session_scope(ctx.sessions) as s:
+        ev = s.get(WebhookEvent, event_id, with_for_update=True)
+        if ev is None:
+            raise LookupError(f"no webhook event {event_id}")
+        if ev.payload is None:
+            return f"event {event_id} was stored as {ev.status} without a usable body; nothing to replay"
+        if ev.status == "ignored":
+            return f"event {event_id} is a {ev.topic} webhook, which the service does not act on"
+        ev.status, ev.attempts, ev.last_error = "received", 0, None
+        after_commit(s, lambda: ctx.enqueue("handle_event", event_id))
+        return f"event {event_id} ({ev.trigger} for return {ev.loop_return_id}): replaying"
+
+
+def missing_returns(ctx: Context, merchant_name: str, since: datetime) -> list[dict]:
+    """Returns created in Loop since `since` (any state) that we have no record of."""
+    loop = ctx.loop(ctx.merchant(merchant_name))
+    now, fmt = ctx.now(), "%Y-%m-%d %H:%M:%S"
+    listed: dict[str, dict] = {}
+    start = as_utc(since)
+    while start < now:
+        end = min(start + timedelta(days=119), now)  # Loop refuses a window over 120 days
+        for state in LOOP_LIST_STATES:
+            for item in loop.iter_returns(start=start.strftime(fmt), end=end.strftime(fmt),
+                                          state=state, filter_by="created_at"):
+                listed.setdefault(str(item["id"]), item)
+        start = end
+    ids = list(listed)
+    with session_scope(ctx.sessions) as s:
+        known = set()
+        for i in range(0, len(ids), 500):
+            known.update(s.scalars(select(Return.loop_return_id).where(
+                Return.merchant == merchant_name, Return.loop_return_id.in_(ids[i:i + 500]))))
+    return [item for loop_id, item in listed.items() if loop_id not in known]

@@ -122,8 +122,9 @@ def _return_event(ctx: Context, merchant: Merchant, payload: dict) -> None:
     """Record a `return.*` webhook, re-reading Loop only when its state could change our course.
 
     Webhooks arrive late and out of order, so a payload's state is trusted only where it cannot
-    mislead: a new return's creation (creating the RMA re-reads Loop anyway), or a non-open
-    state for a return whose course no Loop change alters any more.
+    mislead: a new return's creation (its line items are what the RMA is built from; a later
+    cancellation still cancels the RMA), or a non-open state for a return whose course no Loop
+    change alters any more.
     """
     loop_id, trigger = payload["loop_return_id"], payload["trigger"]
     cause = f"webhook {trigger}"

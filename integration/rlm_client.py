@@ -10,13 +10,16 @@ from typing import Any, Protocol
 import requests
 
 from .errors import FinalError
-from .http import classify, decode_body, send
+from .http import classify, decode_body, send, unreadable
 
 SYSTEM = "rlm"
 CLOSE_REASONS = ("LOOP_PROCESSED", "LOOP_FLAG_RESOLVED", "EXPIRED", "CUSTOMER_KEPT", "MANUAL")
+# B.4: lines only while OPEN, the rest until the RA is terminal.
+PATCHABLE = ("lines", "carrier", "tracking_number", "notes", "special01", "special02", "special03", "special04")
 
 
 def describe_error(body: Any) -> tuple[str, str | None]:
+    """(description verbatim, the field it names): e.g. ("Invalid Size on Line 2", "size")."""
     if isinstance(body, dict):
         return str(body.get("description") or "error"), body.get("field")
     return str(body)[:200], None
@@ -29,20 +32,25 @@ class Transport(Protocol):
 
 class JsonTransport:
     def __init__(self, base_url: str, company: int, username: str, key: str, *,
-                 timeout: tuple[float, float] = (10.0, 60.0), session: requests.Session | None = None):
+                 timeout: tuple[float, float] = (10.0, 60.0), session: requests.Session | None = None,
+                 retries: int = 2):
         self.base = f"{base_url.rstrip('/')}/api/v1/companies/{company}"
         self.timeout = timeout
+        self.retries = retries  # quick re-sends of calls that are safe to repeat
         self.http = session or requests.Session()
         self.http.auth = (username, key)
 
     def call(self, method, path, *, idempotent, params=None, json=None, headers=None):
         response = send(self.http, SYSTEM, method, f"{self.base}{path}", timeout=self.timeout,
-                        retries=2 if idempotent else 0, params=params, json=json, headers=headers)
-        body = decode_body(response)
+                        retries=self.retries if idempotent else 0, describe=describe_error,
+                        params=params, json=json, headers=headers)
         if not 200 <= response.status_code < 300:
             raise classify(SYSTEM, response, describe_error)
+        body = decode_body(response)
+        if not isinstance(body, dict):
+            raise unreadable(SYSTEM, response)
         # RLM's legacy refusals come back as HTTP 200 with code 0.
-        if not isinstance(body, dict) or body.get("code") != 1:
+        if body.get("code") != 1:
             message, field = describe_error(body)
             raise FinalError(SYSTEM, message, status=response.status_code, code=field, body=body)
         return response.status_code, body
@@ -56,10 +64,21 @@ class RlmClient:
         clean = {k: v for k, v in params.items() if v is not None}
         return self.t.call("GET", path, idempotent=True, params=clean)[1]
 
+    # --- reference data and items ----------------------------------------------------------
+    def warehouses(self) -> list[dict]:
+        return self._get("/warehouses")["data"]
+
+    def reason_codes(self) -> list[dict]:
+        return self._get("/reason-codes")["data"]
+
+    def divisions(self) -> list[dict]:
+        return self._get("/divisions")["data"]
+
     def find_items(self, *, upc: str | None = None, style_number: str | None = None,
                    color: str | None = None, size: str | None = None) -> list[dict]:
         return self._get("/items", upc=upc, style_number=style_number, color=color, size=size)["data"]
 
+    # --- return authorizations -------------------------------------------------------------
     def create_ra(self, payload: dict) -> tuple[dict, bool]:
         """Create (or find, on replay) the RA for `payload["external_ref"]`; returns (ra, created)."""
         status, body = self.t.call("POST", "/return-authorizations", idempotent=True, json=payload)
@@ -69,8 +88,29 @@ class RlmClient:
         data = self._get("/return-authorizations", external_ref=external_ref)["data"]
         return data[0] if data else None
 
+    def list_ras(self, *, external_ref: str | None = None, status: str | None = None,
+                 customer_po: str | None = None, updated_since: str | None = None,
+                 page_size: int = 100) -> list[dict]:
+        """Every RA matching the filters, all pages (`start_row` is 1-based)."""
+        found: list[dict] = []
+        while True:
+            body = self._get("/return-authorizations", external_ref=external_ref, status=status,
+                             customer_po=customer_po, updated_since=updated_since,
+                             start_row=len(found) + 1, limit_rows=page_size)
+            found += body["data"]
+            if not body["data"] or len(found) >= body.get("total_records", 0):
+                return found
+
     def get_ra(self, ra_number: int) -> dict:
         return self._get(f"/return-authorizations/{ra_number}")
+
+    def patch_ra(self, ra_number: int, **changes: Any) -> dict:
+        """Edit an RA, e.g. `patch_ra(3105, carrier="USPS", tracking_number="9400...")` on a label update."""
+        unknown = sorted(set(changes) - set(PATCHABLE))
+        if unknown or not changes:
+            raise ValueError(f"cannot patch {unknown or 'nothing'}; patchable: {', '.join(PATCHABLE)}")
+        # Setting fields to the same values twice is harmless: safe to re-send.
+        return self.t.call("PATCH", f"/return-authorizations/{ra_number}", idempotent=True, json=changes)[1]
 
     def transmit(self, ra_number: int) -> dict:
         return self.t.call("POST", f"/return-authorizations/{ra_number}/transmit", idempotent=False)[1]
@@ -84,8 +124,15 @@ class RlmClient:
         return self.t.call("POST", f"/return-authorizations/{ra_number}/close", idempotent=False,
                            json={"close_reason": reason, "note": note})[1]
 
+    # --- receipts and feeds ----------------------------------------------------------------
     def receipts_for(self, ra_number: int) -> list[dict]:
         return self._get(f"/return-authorizations/{ra_number}/receipts")["data"]
+
+    def post_receipt(self, ra_number: int, receipt: dict, idempotency_key: str) -> tuple[dict, bool]:
+        """Record receiving (what a 3PL does); the key makes a re-send replay. Returns (receipt, created)."""
+        status, body = self.t.call("POST", f"/return-authorizations/{ra_number}/receipts", idempotent=True,
+                                   json=receipt, headers={"Idempotency-Key": idempotency_key})
+        return body, status == 201 and not body.get("replayed")
 
     def receipt_page(self, *, cursor: str | None = None, updated_since: str | None = None,
                      limit: int = 100) -> dict:
@@ -94,7 +141,7 @@ class RlmClient:
             return self._get("/receipts", cursor=cursor, limit=limit)
         return self._get("/receipts", updated_since=updated_since, limit=limit)
 
+    def events(self, *, after_event_id: int = 0, limit: int = 100) -> dict:
+        """One page of the change feed: {data, last_event_id, has_more}; pass last_event_id back."""
+        return self._get("/events", after_event_id=after_event_id, limit=limit)
 
-def make_rlm_client(merchant) -> RlmClient:
-    return RlmClient(JsonTransport(merchant.rlm_base_url, merchant.rlm_company,
-                                   merchant.rlm_username, merchant.rlm_key))

@@ -35,6 +35,9 @@ class Settings:
     receipt_lookback_days: float
     reconcile_interval_s: float
     loop_requests_per_minute: float
+    # (connect, read) timeouts for every HTTP call to each system.
+    loop_timeout: tuple[float, float]
+    rlm_timeout: tuple[float, float]
     webhook_max_bytes: int = 1024 * 1024
     extra: dict = field(default_factory=dict)
 
@@ -60,4 +63,7 @@ def load_settings() -> Settings:
         reconcile_interval_s=_float("RECONCILE_INTERVAL_S", 900.0),
         # Loop allows 300/min per key; stay a little under it.
         loop_requests_per_minute=_float("LOOP_REQUESTS_PER_MINUTE", 285.0),
+        loop_timeout=(_float("HTTP_CONNECT_TIMEOUT_S", 5.0), _float("LOOP_READ_TIMEOUT_S", 30.0)),
+        # RLM's legacy services were seen to need long reads (rlm-api.md A.2).
+        rlm_timeout=(_float("HTTP_CONNECT_TIMEOUT_S", 5.0), _float("RLM_READ_TIMEOUT_S", 60.0)),
     )

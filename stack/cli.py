@@ -1,15 +1,48 @@
-"""Command line: `rlm-loop demo`, `rlm-loop up`."""
+"""Command line: `rlm-loop <command>` (or `python -m stack.cli <command>`); docs/operations.md.
+
+Running it: demo, up, init-db. One return: status, retry, redecide, replay. The service:
+backfill, merchants, doctor. Commands read the same environment as the service, talk to the
+database directly, and publish tasks by name on the broker (never importing the workers).
+"""
 from __future__ import annotations
 
+import json
+import os
 import signal
 import sys
-import time
+import threading
+from dataclasses import dataclass
+from datetime import datetime, timezone
 from pathlib import Path
+from urllib.parse import urlsplit, urlunsplit
 
 import click
+import redis
+from celery import Celery
+from sqlalchemy import inspect as sql_inspect
+from sqlalchemy import select, text
+
+from integration import maintenance
+from integration.context import Context
+from integration.db import get_engine, session_factory
+from integration.embedded_redis import ensure_redis_url, start_valkey, valkey_binary, wait_for_redis
+from integration.errors import UpstreamError
+from integration.merchants import ConfigError, Merchant, load_merchants
+from integration.models import Return
+from integration.pipeline import ingest_return
+from integration.ratelimit import TokenBucket, bucket_name
+from integration.rules import label
+from integration.settings import Settings, load_settings
+from integration.status import return_view
+from workers.names import STEP_TASK_NAMES
 
 from .demo import SCENARIOS, run_demo
-from .processes import Stack
+from .schema import alembic_config, migrate
+from .processes import FAST_ENV, FIXED_PORTS, WEBHOOK_TRIGGERS, wait_http
+
+ROOT = Path(__file__).resolve().parent.parent
+DEV_VALKEY_PORT = 6380  # Procfile.dev's broker (6379 is left to any Redis already installed)
+QUEUES = ("default", "loop", "erp")
 
 
 @click.group()
@@ -17,6 +50,60 @@ def main() -> None:
     """RLM ⇄ Loop returns integration."""
 
 
+# --- wiring (fresh on every command: tests run several in one process) ----------------------
+def _settings_and_merchants() -> tuple[Settings, dict[str, Merchant]]:
+    try:
+        return load_settings(), load_merchants()
+    except ConfigError as exc:
+        raise click.ClickException(f"merchant configuration: {exc}") from None
+
+
+def _context(settings: Settings, merchants: dict[str, Merchant], publish: bool = True) -> Context:
+    """The service's Context, publishing steps by task name and sharing the Loop rate limit."""
+    url = ensure_redis_url(settings.data_dir) if publish else None
+    publisher = _publisher(url) if url else None
+
+    def enqueue(step: str, target_id) -> None:
+        if publisher is None:
+            raise click.ClickException("this command does not publish tasks")
+        publisher.send_task(STEP_TASK_NAMES[step], args=[target_id])
+
+    def limiter(merchant: Merchant) -> TokenBucket:
+        return TokenBucket(redis.Redis.from_url(url), bucket_name("loop", merchant.loop_api_key),
+                           settings.loop_requests_per_minute)
+
+    return Context(settings=settings, merchants=merchants,
+                   sessions=session_factory(settings.database_url), enqueue=enqueue,
+                   loop_limiter_for=limiter if url else None)
+
+
+def _publisher(redis_url: str) -> Celery:
+    """A bare Celery publisher with the service's routes (importing workers.tasks would build
+    the whole worker app)."""
+    os.environ.setdefault("REDIS_URL", redis_url)  # celeryconfig reads it on import
+    app = Celery("rlm-loop-cli", broker=redis_url)
+    app.config_from_object("celeryconfig")
+    return app
+
+
+def _merchant_of(ctx: Context, loop_return_id: str, merchant: str | None) -> str:
+    """The merchant of a Loop return id: given, or the only one that has it."""
+    if merchant:
+        return merchant
+    with ctx.sessions() as s:
+        owners = s.scalars(select(Return.merchant).where(Return.loop_return_id == loop_return_id)).all()
+    if not owners:
+        raise click.ClickException(f"no return {loop_return_id} in the database")
+    if len(owners) > 1:
+        raise click.ClickException(f"return {loop_return_id} exists for merchants {', '.join(owners)}: "
+                                   "add --merchant")
+    return owners[0]
+
+
+merchant_option = click.option("--merchant", help="Merchant name (needed only if the id is ambiguous).")
+
+
+# --- running it ------------------------------------------------------------------------------
 @main.command()
 @click.option("--returns", "count", default=len(SCENARIOS), show_default=True,
               help="How many sample returns (scenarios repeat in turn).")
@@ -32,35 +119,408 @@ def demo(count: int, report_path: str | None, workdir: str | None) -> None:
 @main.command()
 @click.option("--workdir", default="var/up", show_default=True, type=click.Path(file_okay=False))
 def up(workdir: str) -> None:
-    """Run the stack in the foreground on the fixed ports until Ctrl-C."""
-    stack = Stack(Path(workdir), fixed_ports=True, flower=True)
-    stack.start()
-    click.echo(f"receiver   {stack.url('web')}  (POST /webhooks/loop/demo, GET /api/returns/<id>)")
-    click.echo(f"Loop       {stack.url('loop')}/api/v1   (sandbox controls under /_sim)")
-    click.echo(f"RLM        {stack.url('rlm')}/api/v1/companies/90")
-    click.echo(f"Flower     {stack.url('flower')}")
-    click.echo(f"logs       {Path(workdir) / 'logs'}      Ctrl-C to stop")
-    stopping = []
-    signal.signal(signal.SIGTERM, lambda *_: stopping.append(1))
-    try:
-        while not stopping:
-            time.sleep(0.5)
-    except KeyboardInterrupt:
-        pass
-    finally:
-        click.echo("stopping…")
-        stack.stop()
+    """Run Procfile.dev with honcho on the embedded defaults until Ctrl-C.
+
+    The production Procfile's processes plus an embedded Valkey and both sandboxes, on fixed
+    ports: receiver :8000, Loop sandbox :8001, RLM sandbox :8002, Flower :5555.
+    """
+    data = Path(workdir).resolve()
+    env = dict(os.environ)
+    env.update({
+        "DATA_DIR": str(data),
+        "DATABASE_URL": f"sqlite:///{data / 'integration.db'}",
+        "REDIS_URL": f"redis://127.0.0.1:{DEV_VALKEY_PORT}/0",
+        "LOOP_BASE_URL": f"http://127.0.0.1:{FIXED_PORTS['loop']}",
+        "RLM_BASE_URL": f"http://127.0.0.1:{FIXED_PORTS['rlm']}",
+        "PATH": f"{Path(sys.executable).parent}{os.pathsep}{env.get('PATH', '')}",
+        "PYTHONUNBUFFERED": "1",
+    })
+    for key, value in {**FAST_ENV, "ADMIN_TOKEN": "demo-admin-token", "LOG_FORMAT": "text"}.items():
+        env.setdefault(key, value)
+    migrate(env["DATABASE_URL"])
+    click.echo(f"receiver :8000 (pages /ops, token {env['ADMIN_TOKEN']}), Loop sandbox :8001, "
+               f"RLM sandbox :8002, Flower :5555; data in {data}")
+    os.chdir(ROOT)
+    # `-e /dev/null`: the embedded defaults, whatever a local .env holds for production.
+    os.execve(sys.executable, [sys.executable, "-m", "honcho", "-f", "Procfile.dev", "-e", os.devnull,
+                               "start"], env)
 
 
 @main.command("init-db")
 def init_db() -> None:
-    """Create the database schema (the Procfile's release phase)."""
-    from integration.db import get_engine
-    from integration.models import create_all
-    from integration.settings import load_settings
+    """Create or upgrade the database schema (alembic upgrade head)."""
+    click.echo(migrate(load_settings().database_url))
 
-    create_all(get_engine(load_settings().database_url))
-    click.echo("database schema is up to date")
+
+@main.group()
+def dev() -> None:
+    """Processes of Procfile.dev (local development only)."""
+
+
+@dev.command("valkey")
+@click.option("--port", default=DEV_VALKEY_PORT, show_default=True)
+def dev_valkey(port: int) -> None:
+    """The embedded Redis-compatible server, in the foreground, data under $DATA_DIR/valkey."""
+    proc, url = start_valkey(load_settings().data_dir / "valkey", port)
+    click.echo(f"Valkey ({valkey_binary()}) at {url}")
+    signal.signal(signal.SIGTERM, lambda *_: proc.terminate())
+    signal.signal(signal.SIGINT, lambda *_: proc.terminate())
+    sys.exit(proc.wait())
+
+
+@dev.command("wait-for-broker")
+@click.option("--timeout", default=30.0, show_default=True)
+def dev_wait_for_broker(timeout: float) -> None:
+    """Wait until REDIS_URL answers (beat exits at once if the broker is not up yet)."""
+    wait_for_redis(os.environ["REDIS_URL"], timeout=timeout)
+
+
+@dev.command("loop-sandbox")
+@click.option("--port", default=FIXED_PORTS["loop"], show_default=True)
+@click.option("--receiver", default=f"http://127.0.0.1:{FIXED_PORTS['web']}/webhooks/loop/demo",
+              show_default=True, help="Where the sandbox's webhooks go.")
+def dev_loop_sandbox(port: int, receiver: str) -> None:
+    """The Loop sandbox, with its webhooks subscribed to the receiver once it answers."""
+    from integration.loop_client import LoopClient
+    from sandbox.common import serve_forever
+    from sandbox.loop.app import create_app
+
+    app = create_app()
+    base = f"http://127.0.0.1:{port}"
+
+    def subscribe() -> None:
+        wait_http(f"{base}/_sim/clock")
+        LoopClient(base, os.environ.get("LOOP_API_KEY", "demo-loop-key")).ensure_webhooks(
+            receiver, WEBHOOK_TRIGGERS)
+        click.echo(f"Loop sandbox webhooks -> {receiver}")
+
+    threading.Thread(target=subscribe, daemon=True).start()
+    try:
+        serve_forever(app, "127.0.0.1", port)
+    finally:
+        app.extensions["loop_sandbox"].shutdown()
+
+
+# --- one return ------------------------------------------------------------------------------
+@main.command()
+@click.argument("loop_return_id")
+@merchant_option
+@click.option("--json", "as_json", is_flag=True, help="The full record as JSON (as the API answers).")
+def status(loop_return_id: str, merchant: str | None, as_json: bool) -> None:
+    """What happened to a return and why: state, RMA, decision, receipts, timeline."""
+    settings, merchants = _settings_and_merchants()
+    ctx = _context(settings, merchants, publish=False)
+    name = _merchant_of(ctx, loop_return_id, merchant)
+    with ctx.sessions() as s:
+        ret = s.scalar(select(Return).where(Return.merchant == name,
+                                            Return.loop_return_id == loop_return_id))
+        if ret is None:
+            raise click.ClickException(f"no return {loop_return_id} for merchant {name}")
+        view = return_view(ret)
+    click.echo(json.dumps(view, indent=2) if as_json else _describe(view))
+
+
+def _describe(view: dict) -> str:
+    decision = view["decision"] or {}
+    rows = [
+        ("return", f"{view['loop_return_id']} (merchant {view['merchant']}, order {view['order_name'] or '-'})"),
+        ("state", f"{view['state']}   (Loop: {view['loop_state'] or '-'})"),
+        ("RMA", str(view["rma_number"] or "-")),
+        ("decision", decision.get("action") or "-"),
+        ("rules fired", ", ".join(decision.get("rules_fired") or []) or "-"),
+        ("reasons", "; ".join(decision.get("reasons") or []) or "-"),
+        ("Loop note", decision.get("loop_note") or "-"),
+        ("attention", view["attention_reason"] or "-"),
+        ("RMA lines", ", ".join(f"{line.get('qty_authorized')} x {label(line)}"
+                                for line in view["rma_lines"]) or "-"),
+        ("receipts", ", ".join(f"#{r['receipt_number']} ({len(r['lines'])} lines, {r['received_at']})"
+                               for r in view["receipts"]) or "-"),
+    ]
+    out = [f"{name:<12} {value}" for name, value in rows]
+    out.append("timeline")
+    for t in view["timeline"]:
+        move = t["to"] if t["from"] in (None, t["to"]) else f"{t['from']} -> {t['to']}"
+        detail = f"  ({t['detail']})" if t["detail"] else ""
+        out.append(f"  {t['at'][:19]}  {move:<34} {t['cause']}{detail}")
+    return "\n".join(out)
+
+
+@main.command()
+@click.argument("loop_return_id")
+@merchant_option
+def retry(loop_return_id: str, merchant: str | None) -> None:
+    """Resume a parked (needs_attention) return at the step that failed."""
+    _operator_action(maintenance.retry_return, loop_return_id, merchant)
+
+
+@main.command()
+@click.argument("loop_return_id")
+@merchant_option
+def redecide(loop_return_id: str, merchant: str | None) -> None:
+    """Run the decision again for a return not yet acted on in Loop."""
+    _operator_action(maintenance.redecide_return, loop_return_id, merchant)
+
+
+def _operator_action(action, loop_return_id: str, merchant: str | None) -> None:
+    settings, merchants = _settings_and_merchants()
+    ctx = _context(settings, merchants)
+    try:
+        click.echo(action(ctx, _merchant_of(ctx, loop_return_id, merchant), loop_return_id))
+    except LookupError as exc:
+        raise click.ClickException(str(exc)) from None
+
+
+@main.command()
+@click.argument("event_id", type=int)
+def replay(event_id: int) -> None:
+    """Hand a stored webhook event to the pipeline again."""
+    settings, merchants = _settings_and_merchants()
+    try:
+        click.echo(maintenance.replay_event(_context(settings, merchants), event_id))
+    except LookupError as exc:
+        raise click.ClickException(str(exc)) from None
+
+
+# --- the service -----------------------------------------------------------------------------
+@main.command()
+@click.option("--since", required=True, type=click.DateTime(["%Y-%m-%d"]),
+              help="Returns created in Loop on or after this day (UTC).")
+@merchant_option
+def backfill(since: datetime, merchant: str | None) -> None:
+    """Pull Loop's returns list and create every return we have no record of."""
+    settings, merchants = _settings_and_merchants()
+    ctx = _context(settings, merchants)
+    names = [merchant] if merchant else list(merchants)
+    for name in names:
+        if name not in merchants:
+            raise click.ClickException(f"no merchant {name}")
+        click.echo(f"{name}: listing Loop returns created since {since:%Y-%m-%d}…")
+        missing = maintenance.missing_returns(ctx, name, since.replace(tzinfo=timezone.utc))
+        with click.progressbar(missing, label=f"{name}: creating {len(missing)} missing returns",
+                               show_pos=True) as bar:
+            for item in bar:
+                ingest_return(ctx, ctx.merchant(name), item, cause="created by a backfill")
+        click.echo(f"{name}: {len(missing)} returns created; their RMAs follow on the workers")
+
+
+@main.command("merchants")
+def list_merchants() -> None:
+    """List the merchants and validate their configuration (exit 1 if it is invalid)."""
+    settings, merchants = _settings_and_merchants()
+    problems = 0
+    for m in merchants.values():
+        c = m.criteria
+        click.echo(f"{m.name}")
+        click.echo(f"  Loop   {m.loop_base_url} (API {m.loop_api_version}), "
+                   f"{len(m.webhook_secrets)} webhook secret(s)")
+        click.echo(f"  RLM    {m.rlm_base_url} company {m.rlm_company}, division {m.division_number}, "
+                   f"returns warehouse {m.warehouse_number}, auto-transmit {'on' if m.rlm_auto_transmit else 'off'}")
+        click.echo(f"  rules  accept {'/'.join(c.accepted_conditions)}; missing units after "
+                   f"{c.partial_grace_s / 3600:g} h: {c.on_missing}; value threshold "
+                   f"{c.value_threshold if c.value_threshold is not None else 'none'}; expiry "
+                   f"{c.expiry_days:g} days: {c.on_expiry}")
+        for problem in _merchant_problems(m, settings.production):
+            problems += 1
+            click.echo(f"  FAIL   {problem}")
+    if problems:
+        sys.exit(1)
+
+
+DEMO_SECRETS = {"demo-loop-key", "demo-webhook-secret", "demo-rlm-key"}
+
+
+def _merchant_problems(m: Merchant, production: bool) -> list[str]:
+    """What a valid but unfit-for-production merchant configuration gets wrong."""
+    if not production:
+        return []
+    found = []
+    for system, url in (("Loop", m.loop_base_url), ("RLM", m.rlm_base_url)):
+        if not url.startswith("https://"):
+            found.append(f"{system} URL {url} is not https")
+    if {m.loop_api_key, m.rlm_key, *m.webhook_secrets} & DEMO_SECRETS:
+        found.append("a key or webhook secret is still a sandbox default")
+    return found
+
+
+# --- doctor ----------------------------------------------------------------------------------
+@dataclass
+class Check:
+    name: str
+    status: str  # ok | warn | FAIL
+    detail: str
+
+
+@main.command()
+def doctor() -> None:
+    """Check configuration and reach Loop, RLM, Redis and the database: one line per check."""
+    checks: list[Check] = []
+    settings = load_settings()
+    checks += _check_environment(settings)
+    try:
+        merchants = load_merchants()
+        checks.append(Check("merchants", "ok", f"{len(merchants)} configured: {', '.join(merchants)}"))
+    except ConfigError as exc:
+        merchants = {}
+        checks.append(Check("merchants", "FAIL", str(exc)))
+    checks += _check_database(settings)
+    redis_url = _check_redis(settings, checks)
+    if redis_url:
+        checks += _check_processes(redis_url)
+    ctx = _context(settings, merchants, publish=False)
+    for m in merchants.values():
+        checks += [Check(f"{m.name}: config", "FAIL", p) for p in _merchant_problems(m, settings.production)]
+        checks.append(_check_loop(ctx, m))
+        checks += _check_rlm(ctx, m)
+    for c in checks:
+        click.echo(f"{c.status:<4}  {c.name:<20} {c.detail}")
+    failed = sum(c.status == "FAIL" for c in checks)
+    click.echo(f"\n{failed} problem(s) found" if failed else "\nall checks passed")
+    sys.exit(1 if failed else 0)
+
+
+def _check_environment(settings: Settings) -> list[Check]:
+    env = "production" if settings.production else "development"
+    checks = [Check("environment", "ok", f"APP_ENV={env}, DATA_DIR={settings.data_dir}")]
+    token = "ok" if settings.admin_token else ("FAIL" if settings.production else "warn")
+    checks.append(Check("ADMIN_TOKEN", token, "set" if settings.admin_token else
+                        "unset: the operator API and pages are disabled"
+                        + (" and the web process refuses to start" if settings.production else "")))
+    if settings.production:
+        if settings.database_url.startswith("sqlite"):
+            checks.append(Check("DATABASE_URL", "FAIL", "unset or SQLite: production needs PostgreSQL "
+                                "(dyno disks are not shared and not kept)"))
+        if not settings.redis_url:
+            checks.append(Check("REDIS_URL", "FAIL", "unset: production needs a Redis add-on"))
+        if not os.environ.get("FLOWER_BASIC_AUTH"):
+            checks.append(Check("FLOWER_BASIC_AUTH", "warn", "unset: the flower process refuses to start"))
+    return checks
+
+
+def _check_database(settings: Settings) -> list[Check]:
+    from alembic.runtime.migration import MigrationContext
+    from alembic.script import ScriptDirectory
+
+    where = _redact(settings.database_url)
+    try:
+        with get_engine(settings.database_url).connect() as conn:
+            conn.execute(text("SELECT 1"))
+            current = MigrationContext.configure(conn).get_current_revision()
+            tables = set(sql_inspect(conn).get_table_names())
+    except Exception as exc:  # any driver error: report it, the next checks still run
+        return [Check("database", "FAIL", f"cannot connect to {where}: {type(exc).__name__}: {exc}")]
+    head = ScriptDirectory.from_config(alembic_config(settings.database_url)).get_current_head()
+    checks = [Check("database", "ok", f"connected to {where}")]
+    if current == head:
+        checks.append(Check("schema", "ok", f"at migration {head}"))
+    elif current is None and "returns" in tables:
+        checks.append(Check("schema", "FAIL" if settings.production else "warn",
+                            "created without migrations: run `rlm-loop init-db` to record it"))
+    else:
+        checks.append(Check("schema", "FAIL", f"at {current or 'nothing'}, head is {head}: "
+                            "run `alembic upgrade head` (the release phase)"))
+    return checks
+
+
+def _check_redis(settings: Settings, checks: list[Check]) -> str | None:
+    url = ensure_redis_url(settings.data_dir) if settings.redis_url else None  # as the service uses it
+    if not url:
+        port_file = settings.data_dir / "valkey" / "port"
+        if not port_file.exists():
+            checks.append(Check("redis", "warn", "REDIS_URL unset and no embedded server yet "
+                                "(the first process starts one)"))
+            return None
+        url = f"redis://127.0.0.1:{port_file.read_text().strip()}/0"
+    client = redis.Redis.from_url(url, socket_connect_timeout=2, socket_timeout=2)
+    try:
+        waiting = {q: client.llen(q) for q in QUEUES}
+    except redis.RedisError as exc:
+        checks.append(Check("redis", "FAIL", f"cannot reach {_redact(url)}: {exc}"))
+        return None
+    checks.append(Check("redis", "ok", f"{_redact(url)}; queued: "
+                        + ", ".join(f"{q} {n}" for q, n in waiting.items())))
+    try:
+        policy = client.config_get("maxmemory-policy").get("maxmemory-policy")
+    except redis.ResponseError:
+        policy = None  # managed plans may forbid CONFIG; their docs say which policy they use
+    if policy not in (None, "noeviction"):
+        checks.append(Check("redis policy", "FAIL", f"maxmemory-policy is {policy}: eviction silently "
+                            "drops queued tasks; set it to noeviction"))
+    return url
+
+
+def _check_processes(redis_url: str) -> list[Check]:
+    """Is every queue consumed by some worker, and is a beat running?"""
+    app = _publisher(redis_url)
+    try:
+        answers = app.control.inspect(timeout=1.5).active_queues() or {}
+    except Exception as exc:  # noqa: BLE001 — a broker hiccup is reported, not raised
+        return [Check("workers", "FAIL", f"cannot ask the workers: {exc}")]
+    finally:
+        app.close()
+    consumers = {q: sorted(w for w, queues in answers.items() if q in {x["name"] for x in queues})
+                 for q in QUEUES}
+    checks = []
+    for queue, workers in consumers.items():
+        checks.append(Check(f"queue {queue}", "ok" if workers else "FAIL",
+                            f"consumed by {', '.join(workers)}" if workers else
+                            "no worker consumes it: start or scale the worker processes"))
+    lock = f"{os.environ.get('REDBEAT_KEY_PREFIX', 'redbeat')}:lock"
+    beat = redis.Redis.from_url(redis_url).exists(lock)
+    checks.append(Check("beat", "ok" if beat else "FAIL", "running (holds the RedBeat lock)" if beat
+                        else "no beat is running: receipts are not polled, nothing is swept"))
+    return checks
+
+
+def _check_loop(ctx: Context, m: Merchant) -> Check:
+    name = f"{m.name}: Loop"
+    try:
+        hooks = ctx.loop(m).list_webhooks()
+    except UpstreamError as exc:
+        return Check(name, "FAIL", f"{m.loop_base_url}: {_upstream(exc)}")
+    wanted = {(topic, trigger) for topic, triggers in WEBHOOK_TRIGGERS.items() for trigger in triggers}
+    active = {(h.get("topic"), h.get("trigger")) for h in hooks if h.get("status") == "active"
+              and str(h.get("url", "")).endswith(f"/webhooks/loop/{m.name}")}
+    missing = sorted(trigger for _, trigger in wanted - active)
+    if missing:
+        return Check(name, "warn", f"API key accepted; no active webhook to /webhooks/loop/{m.name} "
+                     f"for {', '.join(missing)} (the Loop returns pull still finds them, later)")
+    return Check(name, "ok", f"API key accepted; {len(wanted)} webhooks active")
+
+
+def _check_rlm(ctx: Context, m: Merchant) -> list[Check]:
+    name = f"{m.name}: RLM"
+    rlm = ctx.rlm(m)
+    try:
+        warehouses = rlm.t.call("GET", "/warehouses", idempotent=True)[1]["data"]
+        divisions = rlm.t.call("GET", "/divisions", idempotent=True)[1]["data"]
+    except UpstreamError as exc:
+        return [Check(name, "FAIL", f"{m.rlm_base_url} company {m.rlm_company}: {_upstream(exc)}")]
+    checks = [Check(name, "ok", f"credentials accepted for company {m.rlm_company}")]
+    warehouse = next((w for w in warehouses if w.get("warehouse_number") == m.warehouse_number), None)
+    if warehouse is None or warehouse.get("accepts_returns") is False:
+        checks.append(Check(f"{m.name}: warehouse", "FAIL", f"RLM_WAREHOUSE {m.warehouse_number} "
+                            + ("does not exist" if warehouse is None else "does not accept returns")))
+    if not any(d.get("division_number") == m.division_number for d in divisions):
+        checks.append(Check(f"{m.name}: division", "FAIL", f"RLM_DIVISION {m.division_number} does not exist"))
+    return checks
+
+
+def _upstream(exc: UpstreamError) -> str:
+    if exc.status in (401, 403):
+        return f"credentials refused ({exc.status}: {exc.message})"
+    if exc.status is None:
+        return f"unreachable ({exc.message})"
+    return f"{exc.message} (HTTP {exc.status})"
+
+
+def _redact(url: str) -> str:
+    """A URL fit to print: no password."""
+    parts = urlsplit(url)
+    if parts.password:
+        host = parts.hostname + (f":{parts.port}" if parts.port else "")
+        user = f"{parts.username}:***@" if parts.username else "***@"
+        return urlunsplit(parts._replace(netloc=user + host))
+    return url
 
 
 if __name__ == "__main__":

@@ -76,9 +76,10 @@ class Tracked:
 
 
 class Demo:
-    def __init__(self, stack: Stack, out=sys.stdout):
+    def __init__(self, stack: Stack, out=sys.stdout, scenarios: list[Scenario] | None = None):
         self.stack = stack
         self.out = out
+        self.scenarios = scenarios or SCENARIOS
         self.http = requests.Session()
         self.items = self._catalog()
 
@@ -112,25 +113,25 @@ class Demo:
         return Tracked(scenario, str(r.json()["id"]))
 
     def create_all(self, count: int) -> list[Tracked]:
-        plan = list(zip(range(count), itertools.cycle(SCENARIOS)))
+        plan = list(zip(range(count), itertools.cycle(self.scenarios)))
         # Returns whose creation webhook must not come from Loop are created first, while that
         # subscription is switched off (the subscription API is the only switch Loop has).
         quiet = [(n, s) for n, s in plan if s.webhooks != "normal"]
         tracked = []
         if quiet:
-            with self._created_webhook_off():
+            with self.created_webhook_off():
                 tracked += [self.create_return(n, s) for n, s in quiet]
         tracked += [self.create_return(n, s) for n, s in plan if s.webhooks == "normal"]
         for t in tracked:
             if t.scenario.webhooks == "shuffled":
-                self._send_shuffled(t)
+                self.send_shuffled(t)
         failing = [int(t.loop_id) for t in tracked if t.scenario.processing_fails]
         if failing:
             self.http.post(f"{self.stack.url('loop')}/_sim/config", json={"processing_fails": failing},
                            timeout=10).raise_for_status()
         return tracked
 
-    def _created_webhook_off(self):
+    def created_webhook_off(self):
         demo = self
 
         class Off:
@@ -156,7 +157,7 @@ class Demo:
         r.raise_for_status()
         return r.json() if r.content else None
 
-    def _send_shuffled(self, t: Tracked) -> None:
+    def send_shuffled(self, t: Tracked) -> None:
         """What a flaky network does to Loop's deliveries: an update first, the creation twice."""
         record = self.http.get(f"{self.stack.url('loop')}/_sim/returns/{t.loop_id}", timeout=10).json()
         webhook = {k: v for k, v in record.items() if k not in ("actions", "history", "notes",
@@ -172,8 +173,11 @@ class Demo:
 
     # --- driving them --------------------------------------------------------------------
     def refresh(self, t: Tracked) -> None:
-        r = self.http.get(f"{self.stack.url('web')}/api/returns/{t.loop_id}",
-                          headers=self.stack.admin_headers(), timeout=10)
+        try:
+            r = self.http.get(f"{self.stack.url('web')}/api/returns/{t.loop_id}",
+                              headers=self.stack.admin_headers(), timeout=10)
+        except requests.RequestException:
+            return  # the receiver is restarting (chaos): look again next round
         if r.status_code == 200:
             t.view = r.json()
 
@@ -200,6 +204,11 @@ class Demo:
     def run(self, count: int, timeout: float) -> list[dict]:
         tracked = self.create_all(count)
         self._print(f"created {len(tracked)} returns in the Loop sandbox; waiting for the workflow")
+        self.drive(tracked, timeout)
+        return [self.outcome(t) for t in tracked]
+
+    def drive(self, tracked: list[Tracked], timeout: float) -> None:
+        """Follow every return, playing the warehouse and Loop's users, until all settle."""
         deadline = time.monotonic() + timeout
         last_progress = 0.0
         while time.monotonic() < deadline:
@@ -214,7 +223,6 @@ class Demo:
                 last_progress = time.monotonic()
             time.sleep(0.5)
         self._progress(tracked)
-        return [self.outcome(t) for t in tracked]
 
     # --- checking outcomes ---------------------------------------------------------------
     def outcome(self, t: Tracked) -> dict:

@@ -1,7 +1,9 @@
-"""Start and stop the real processes: Valkey, both sandboxes, gunicorn, Celery worker and beat.
+"""Start, supervise and stop the real processes: Valkey, both sandboxes, gunicorn, Celery
+workers and beat.
 
 Every process logs to `<workdir>/logs/<name>.log`, so a run can be inspected (and scanned for
-personal data) afterwards.
+personal data) afterwards. Like a platform's dyno manager, a supervisor restarts any process
+that dies unexpectedly.
 """
 from __future__ import annotations
 
@@ -9,16 +11,19 @@ import os
 import signal
 import subprocess
 import sys
+import threading
 import time
 import uuid
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import redis
 import requests
 
 from integration.embedded_redis import free_port, start_valkey
 from integration.loop_client import LoopClient
 
+ROOT = Path(__file__).resolve().parent.parent
 FIXED_PORTS = {"web": 8000, "loop": 8001, "rlm": 8002, "flower": 5555}
 WEBHOOK_TRIGGERS = {
     "return": ["return.created", "return.updated", "return.closed"],
@@ -35,6 +40,7 @@ FAST_ENV = {
     "PARTIAL_GRACE_S": "10",
     "LOOP_SETTLE_S": "5",
     "TASK_RETRY_BASE_S": "0.5",
+    "REDBEAT_LOCK_TIMEOUT_S": "15",
 }
 
 
@@ -46,52 +52,75 @@ class Stack:
     worker_concurrency: int = 4
     workers: int = 1
     flower: bool = False
+    capture_broker: bool = False  # record every command the broker sees, for the PII scan
     extra_env: dict[str, str] = field(default_factory=dict)
     procs: dict[str, subprocess.Popen] = field(default_factory=dict)
+    commands: dict[str, list[str]] = field(default_factory=dict)
     ports: dict[str, int] = field(default_factory=dict)
     env: dict[str, str] = field(default_factory=dict)
     redis_url: str = ""
+    restarts: dict[str, int] = field(default_factory=dict)
+    _stopping: threading.Event = field(default_factory=threading.Event)
+    _paused: set[str] = field(default_factory=set)
 
     def url(self, name: str) -> str:
         return f"http://127.0.0.1:{self.ports[name]}"
 
+    # --- starting ----------------------------------------------------------------------------
     def start(self) -> "Stack":
         self.workdir.mkdir(parents=True, exist_ok=True)
         (self.workdir / "logs").mkdir(exist_ok=True)
-        for name in ("web", "loop", "rlm", "flower"):
-            self.ports[name] = FIXED_PORTS[name] if self.fixed_ports else free_port()
-        valkey, self.redis_url = start_valkey(self.workdir / "valkey")
-        self.procs["valkey"] = valkey
+        for name in ("web", "loop", "rlm", "flower", "valkey"):
+            self.ports[name] = FIXED_PORTS.get(name, 0) if self.fixed_ports else 0
+            self.ports[name] = self.ports[name] or free_port()
+        self._start_valkey()
         self.env = self._environment()
         self._init_database()
-        self._spawn("loop", [sys.executable, "-m", "sandbox.loop", "--port", str(self.ports["loop"])])
-        self._spawn("rlm", [sys.executable, "-m", "sandbox.rlm", "--port", str(self.ports["rlm"])])
-        self._spawn("web", [sys.executable, "-m", "gunicorn", "-b", f"127.0.0.1:{self.ports['web']}",
-                            "-w", "2", "--threads", "4", "--access-logfile", "-", "web:create_app()"])
+        py = [sys.executable, "-m"]
+        self._spawn("loop", py + ["sandbox.loop", "--port", str(self.ports["loop"])])
+        self._spawn("rlm", py + ["sandbox.rlm", "--port", str(self.ports["rlm"])])
+        self._spawn("web", py + ["gunicorn", "-b", f"127.0.0.1:{self.ports['web']}", "-w", "2",
+                                 "--threads", "4", "--access-logfile", "-", "web:create_app()"])
         for name in ("loop", "rlm"):
             wait_http(f"{self.url(name)}/_sim/clock", self.procs[name])
         wait_http(f"{self.url('web')}/healthz", self.procs["web"])
+        celery = py + ["celery", "-A", "workers.celery_app"]
         # Queues split by system: tasks waiting for a Loop rate-limit slot must never starve
         # the RLM polling and the decisions.
         for n in range(self.workers):
             for role, queues in (("worker", "default,erp"), ("loopworker", "loop")):
                 name = f"{role}{n + 1}"
-                self._spawn(name, [sys.executable, "-m", "celery", "-A", "workers.celery_app",
-                                   "worker", "-Q", queues, "-c", str(self.worker_concurrency),
-                                   "-n", f"{name}@%h", "-l", "info"])
-        self._spawn("beat", [sys.executable, "-m", "celery", "-A", "workers.celery_app", "beat",
-                             "-l", "info"])
+                self._spawn(name, celery + ["worker", "-Q", queues, "-c", str(self.worker_concurrency),
+                                            "-n", f"{name}@%h", "-l", "info"])
+        self._spawn("beat", celery + ["beat", "-l", "info"])
         if self.flower:
-            self._spawn("flower", [sys.executable, "-m", "celery", "-A", "workers.celery_app", "flower",
-                                   f"--port={self.ports['flower']}", "--address=127.0.0.1"])
+            self._spawn("flower", celery + ["flower", f"--port={self.ports['flower']}", "--address=127.0.0.1"])
         self._configure_sandboxes()
+        threading.Thread(target=self._supervise, daemon=True).start()
         return self
+
+    def _start_valkey(self) -> None:
+        proc, self.redis_url = start_valkey(self.workdir / "valkey", self.ports["valkey"])
+        self.procs["valkey"] = proc
+        if self.capture_broker:
+            threading.Thread(target=self._capture_broker, daemon=True).start()
+
+    def _capture_broker(self) -> None:
+        """Write every command the broker receives to logs/broker.log (MONITOR)."""
+        with open(self.workdir / "logs" / "broker.log", "a", encoding="utf-8", errors="replace") as out:
+            while not self._stopping.is_set():
+                try:
+                    with redis.Redis.from_url(self.redis_url).monitor() as monitor:
+                        for command in monitor.listen():
+                            out.write(command["command"] + "\n")
+                except (redis.RedisError, OSError):
+                    time.sleep(0.2)  # the broker is restarting
 
     def _environment(self) -> dict[str, str]:
         env = dict(os.environ)
         env.update({
             "DATA_DIR": str(self.workdir),
-            "DATABASE_URL": f"sqlite:///{self.workdir / 'integration.db'}",
+            "DATABASE_URL": env.get("STACK_DATABASE_URL") or f"sqlite:///{self.workdir / 'integration.db'}",
             "REDIS_URL": self.redis_url,
             "LOOP_BASE_URL": self.url("loop"),
             "RLM_BASE_URL": self.url("rlm"),
@@ -107,17 +136,17 @@ class Stack:
         return env
 
     def _init_database(self) -> None:
-        # Like a release phase: create the schema once, before any process uses it.
-        from integration.db import get_engine
-        from integration.models import create_all
+        # Like the release phase: migrate once, before any process uses the database.
+        from .schema import migrate
 
-        create_all(get_engine(self.env["DATABASE_URL"]))
+        migrate(self.env["DATABASE_URL"])
 
     def _spawn(self, name: str, args: list[str]) -> None:
+        self.commands[name] = args
         log = open(self.workdir / "logs" / f"{name}.log", "ab")
         self.procs[name] = subprocess.Popen(args, env=self.env, stdout=log, stderr=subprocess.STDOUT,
-                                            cwd=Path(__file__).resolve().parent.parent,
-                                            start_new_session=True)
+                                            cwd=ROOT, start_new_session=True)
+        log.close()  # the child holds its own copy
 
     def _configure_sandboxes(self) -> None:
         if self.fast:
@@ -129,6 +158,49 @@ class Stack:
     def admin_headers(self) -> dict[str, str]:
         return {"Authorization": f"Bearer {self.env['ADMIN_TOKEN']}"}
 
+    # --- supervising and failures ------------------------------------------------------------
+    def _supervise(self) -> None:
+        while not self._stopping.wait(0.5):
+            for name, proc in list(self.procs.items()):
+                if name in self.commands and name not in self._paused and proc.poll() is not None:
+                    self.restarts[name] = self.restarts.get(name, 0) + 1
+                    self._spawn(name, self.commands[name])
+
+    def kill(self, name: str, sig: int = signal.SIGKILL) -> None:
+        """Kill a process (the supervisor brings it back, as a platform would)."""
+        proc = self.procs[name]
+        try:
+            os.killpg(proc.pid, sig)
+        except ProcessLookupError:
+            pass
+
+    def worker_children(self, name: str) -> list[int]:
+        """Pool processes of a Celery worker: the ones that run tasks."""
+        parent = self.procs[name].pid
+        out = subprocess.run(["ps", "-o", "pid=", "--ppid", str(parent)], capture_output=True, text=True)
+        return [int(pid) for pid in out.stdout.split()]
+
+    def restart(self, name: str, down_s: float = 0.0) -> None:
+        """Stop a process gracefully and start it again after `down_s` seconds."""
+        self._paused.add(name)
+        try:
+            self.stop_process(name)
+            time.sleep(down_s)
+            self._spawn(name, self.commands[name])
+            if name == "web":
+                wait_http(f"{self.url('web')}/healthz", self.procs["web"])
+        finally:
+            self._paused.discard(name)
+
+    def restart_broker(self, down_s: float = 2.0) -> None:
+        """Stop the Redis-compatible server (it writes its append-only file) and start it again."""
+        proc = self.procs["valkey"]
+        proc.terminate()
+        proc.wait(timeout=15)
+        time.sleep(down_s)
+        self.procs["valkey"], _ = start_valkey(self.workdir / "valkey", self.ports["valkey"])
+
+    # --- stopping ----------------------------------------------------------------------------
     def stop_process(self, name: str, sig: int = signal.SIGTERM, timeout: float = 25.0) -> None:
         proc = self.procs.get(name)
         if proc is None or proc.poll() is not None:
@@ -144,10 +216,10 @@ class Stack:
             proc.wait(timeout=5)
 
     def stop(self) -> None:
+        self._stopping.set()
         for name in reversed(list(self.procs)):
-            if name == "valkey":
-                continue
-            self.stop_process(name)
+            if name != "valkey":
+                self.stop_process(name)
         valkey = self.procs.get("valkey")
         if valkey is not None and valkey.poll() is None:
             valkey.terminate()

@@ -1,16 +1,23 @@
-"""Flask app factory: the Loop webhook receiver, the operator API and health checks."""
+"""Flask app factory: the Loop webhook receiver, the operator API and pages, health checks
+and metrics."""
 from __future__ import annotations
 
 from flask import Flask
 
+from integration import logs
 from workers import runtime
 
 
 def create_app(test_config: dict | None = None) -> Flask:
-    """`test_config` may supply SESSIONS, MERCHANTS, ADMIN_TOKEN, ENQUEUE_EVENT, REDIS_URL."""
+    """`test_config` may supply SESSIONS, MERCHANTS, ADMIN_TOKEN, ENQUEUE_EVENT, ENQUEUE_STEP,
+    REDIS_URL."""
     app = Flask(__name__)
     given = test_config or {}
     settings = given.get("SETTINGS") or runtime.settings()
+    if settings.production and not (given.get("ADMIN_TOKEN") or settings.admin_token):
+        raise RuntimeError("APP_ENV=production: refusing to start without ADMIN_TOKEN")
+    if not given.get("TESTING"):
+        logs.configure()
     app.config.update(
         MAX_CONTENT_LENGTH=settings.webhook_max_bytes,
         SETTINGS=settings,
@@ -22,16 +29,22 @@ def create_app(test_config: dict | None = None) -> Flask:
         app.config["SESSIONS"] = runtime.sessions()
     if "ENQUEUE_EVENT" not in given:
         app.config["ENQUEUE_EVENT"] = _celery_enqueue
+    if "ENQUEUE_STEP" not in given:
+        app.config["ENQUEUE_STEP"] = _celery_enqueue_step
     if "REDIS_URL" not in given:
         app.config["REDIS_URL"] = None  # resolved on first use (embedded server if unset)
 
     from .api import bp as api_bp
     from .health import bp as health_bp
+    from .metrics import bp as metrics_bp
+    from .pages import bp as pages_bp
     from .webhooks import bp as webhooks_bp
 
     app.register_blueprint(webhooks_bp)
     app.register_blueprint(api_bp)
     app.register_blueprint(health_bp)
+    app.register_blueprint(pages_bp)
+    app.register_blueprint(metrics_bp)
     return app
 
 
@@ -39,3 +52,9 @@ def _celery_enqueue(event_id: int) -> None:
     from workers.tasks import enqueue
 
     enqueue("handle_event", event_id)
+
+
+def _celery_enqueue_step(step: str, return_id: int) -> None:
+    from workers.tasks import enqueue
+
+    enqueue(step, return_id)

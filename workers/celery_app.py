@@ -3,7 +3,7 @@ from __future__ import annotations
 
 from celery import Celery
 
-from . import runtime
+from . import observability, runtime  # noqa: F401  (observability: JSON logs and metrics via signals)
 
 runtime.merchants()  # a bad merchant configuration stops the worker here, naming the key
 runtime.redis_url()  # sets REDIS_URL (embedded server if unset) before the config is read

@@ -20,11 +20,14 @@ VERSIONS = ("v1", "2026-07")  # v1 is an alias of 2026-07 (§1)
 UNAUTHORIZED = {"error": {"code": "401", "http_code": "GEN-UNAUTHORIZED", "message": "Unauthorized."}}
 TOO_MANY = {"message": "Too Many Attempts."}  # Loop documents no 429 body; this is Laravel's
 NOT_IN_SHOP = {"errors": {"code": "NOT_AUTHORIZED", "message": "Line item does not belong to this shop."}}
-WINDOW_S = 60.0
 
 
 class Gate:
-    """API key check and the per-key rate limit (sliding 60 s window), counting what each turns away."""
+    """API key check and the per-key rate limit (sliding window), counting what each turns away.
+
+    The window is Loop's minute; a shorter `rate_limit_window_s` admits the same rate in
+    proportionally fewer requests per window (tests use it to compress time).
+    """
 
     def __init__(self, settings: Settings):
         self._settings = settings
@@ -43,19 +46,20 @@ class Gate:
                 self.rejected["unauthorized"] += 1
                 return UNAUTHORIZED, 401, {}
             now = time.monotonic()
+            window = self._settings["rate_limit_window_s"]
             hits = self._hits[key]
-            while hits and hits[0] <= now - WINDOW_S:
+            while hits and hits[0] <= now - window:
                 hits.popleft()
-            if len(hits) >= self._settings["rate_limit_per_minute"]:
+            if len(hits) >= max(1, int(self._settings["rate_limit_per_minute"] * window / 60.0)):
                 self.rejected["rate_limited"] += 1
-                return TOO_MANY, 429, self._retry_after(hits[0], now)
+                return TOO_MANY, 429, self._retry_after(hits[0] + window - now)
             hits.append(now)
             return None
 
-    def _retry_after(self, oldest: float, now: float) -> dict[str, str]:
+    def _retry_after(self, wait_s: float) -> dict[str, str]:
         if not self._settings["rate_limit_retry_after"]:
             return {}
-        return {"Retry-After": str(max(1, math.ceil(oldest + WINDOW_S - now)))}
+        return {"Retry-After": str(max(1, math.ceil(wait_s)))}
 
 
 class LoopSandbox:
@@ -115,8 +119,8 @@ def _outcome(outcome: Outcome | None) -> Response:
     return _json(NOT_FOUND, 404) if outcome is None else _json(outcome.body, outcome.status)
 
 
-def _fault_response(rule: FaultRule) -> Response | None:
-    sleep_for(rule)
+def _fault_response(rule: FaultRule, hang_s: float) -> Response | None:
+    sleep_for(rule, hang_s)
     if rule.status is None:  # latency-only rule: carry on
         return None
     headers = {"Retry-After": str(rule.retry_after)} if rule.retry_after is not None else {}
@@ -157,7 +161,7 @@ def _api(sb: LoopSandbox) -> Blueprint:
             return _json(NOT_FOUND, 404)
         relative = request.path.removeprefix(f"/api/{g.api_version}")
         rule = sb.faults.pick(request.method, [request.path, relative])
-        if rule is not None and (faulted := _fault_response(rule)) is not None:
+        if rule is not None and (faulted := _fault_response(rule, sb.settings["timeout_hang_s"])) is not None:
             return faulted
         refused = sb.gate.admit(request.headers.get("X-Authorization"))
         return _json(*refused) if refused else None

@@ -68,6 +68,7 @@ SETTING_RULES: dict[str, tuple[Callable[[Any], bool], str]] = {
                  "must be a non-empty list of strings"),
     "rate_limit_per_minute": (lambda v: _is_int(v) and v >= 1, "must be an integer >= 1"),
     "rate_limit_retry_after": (lambda v: isinstance(v, bool), "must be a boolean"),
+    "rate_limit_window_s": (lambda v: _is_number(v) and v > 0, "must be a number > 0"),
     "refusal_status": (lambda v: v in (200, 422), "must be 200 or 422"),
     "process_delay_s": (lambda v: _is_number(v) and v >= 0, "must be a number >= 0"),
     "allow_flagged_process": (lambda v: isinstance(v, bool), "must be a boolean"),
@@ -77,6 +78,7 @@ SETTING_RULES: dict[str, tuple[Callable[[Any], bool], str]] = {
     "webhook_timeout_s": (lambda v: _is_number(v) and v > 0, "must be a number > 0"),
     "duplicate_deliveries": (lambda v: _is_int(v) and v >= 1, "must be an integer >= 1"),
     "shop_id": (lambda v: _is_int(v) and v >= 1, "must be an integer >= 1"),
+    "timeout_hang_s": (lambda v: _is_number(v) and v >= 0, "must be a number >= 0"),
 }
 
 
@@ -85,6 +87,7 @@ def default_settings() -> dict[str, Any]:
         "api_keys": [os.environ.get("LOOP_API_KEY") or "demo-loop-key"],
         "rate_limit_per_minute": 300,
         "rate_limit_retry_after": False,
+        "rate_limit_window_s": 60.0,  # Loop counts per minute; tests shrink the window to compress time
         "refusal_status": 200,
         "process_delay_s": 2.0,
         "allow_flagged_process": False,
@@ -94,6 +97,7 @@ def default_settings() -> dict[str, Any]:
         "webhook_timeout_s": 10.0,
         "duplicate_deliveries": 1,
         "shop_id": 12345,
+        "timeout_hang_s": 90.0,  # how long a `"timeout": true` fault holds the answer
     }
 
 

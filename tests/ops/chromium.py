@@ -1,0 +1,28 @@
+"""Headless Chromium (Debian's `chromium` package), as the operator-page tests drive it."""
+from __future__ import annotations
+
+import shutil
+import subprocess
+from pathlib import Path
+
+import pytest
+
+ARTIFACTS = Path(__file__).resolve().parents[2] / "test-artifacts"
+FLAGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+         "--disable-background-networking", "--disable-component-update", "--disable-sync"]
+
+
+def render(url: str, profile: Path, screenshot: str, height: int = 900) -> str:
+    """Load `url` once: save a screenshot as test-artifacts/<screenshot>, return the DOM."""
+    binary = shutil.which("chromium")
+    if binary is None:
+        pytest.fail("chromium is not installed (`make test` installs Debian's chromium package)")
+    ARTIFACTS.mkdir(exist_ok=True)
+    path = ARTIFACTS / screenshot
+    path.unlink(missing_ok=True)
+    done = subprocess.run([binary, *FLAGS, f"--user-data-dir={profile}", f"--window-size=1280,{height}",
+                           f"--screenshot={path}", "--dump-dom", url],
+                          capture_output=True, text=True, timeout=60)
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert path.exists() and path.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n", f"no screenshot at {path}"
+    return done.stdout

@@ -1,0 +1,163 @@
+"""Operator pages under /ops: the returns list and one page per return, with retry and re-decide.
+
+Server-rendered, no JavaScript. Same credential as the API: ADMIN_TOKEN, given as the password
+of HTTP Basic authentication (any user name). Browsers send Basic credentials on cross-site
+requests too, so every POST carries a CSRF token derived from ADMIN_TOKEN and must come from
+this origin.
+"""
+from __future__ import annotations
+
+import hashlib
+import hmac
+from urllib.parse import urlsplit
+
+from flask import (
+    Blueprint,
+    Response,
+    abort,
+    current_app,
+    flash,
+    redirect,
+    render_template,
+    request,
+    url_for,
+)
+from sqlalchemy import func, or_, select
+
+from integration import lifecycle as lc
+from integration import maintenance
+from integration.context import Context
+from integration.models import Return
+from integration.rules import label, tally
+from integration.status import find_return, return_view
+
+bp = Blueprint("pages", __name__, url_prefix="/ops")
+PAGE_SIZE = 50
+STATES = [lc.RECEIVED, lc.RMA_CREATED, lc.TRANSMITTED, lc.PARTIALLY_RECEIVED, lc.FULLY_RECEIVED,
+          lc.DECIDED, lc.LOOP_ACTIONED, lc.RMA_CLOSED, lc.COMPLETE, lc.CANCELLING, lc.CANCELLED,
+          lc.NEEDS_ATTENTION]
+
+
+def _derived(purpose: str) -> str:
+    token = current_app.config["ADMIN_TOKEN"]
+    return hmac.new(token.encode(), f"rlm-loop {purpose}".encode(), hashlib.sha256).hexdigest()
+
+
+@bp.record_once
+def _configure(state) -> None:
+    app = state.app
+    # Flash messages live in a signed cookie; its key follows ADMIN_TOKEN (rotating one rotates both).
+    if not app.secret_key and app.config.get("ADMIN_TOKEN"):
+        token = app.config["ADMIN_TOKEN"].encode()
+        app.secret_key = hmac.new(token, b"rlm-loop session", hashlib.sha256).hexdigest()
+    app.config["SESSION_COOKIE_SAMESITE"] = "Lax"
+    app.config["SESSION_COOKIE_SECURE"] = app.config["SETTINGS"].production
+
+
+@bp.before_request
+def _require_login():
+    token = current_app.config.get("ADMIN_TOKEN")
+    if not token:
+        return Response("operator pages disabled: set ADMIN_TOKEN\n", 403, mimetype="text/plain")
+    auth = request.authorization
+    if auth is None or auth.type != "basic" or not hmac.compare_digest(
+            (auth.password or "").encode(), token.encode()):
+        return Response("log in with any user name and ADMIN_TOKEN as the password\n", 401,
+                        {"WWW-Authenticate": 'Basic realm="rlm-loop operators", charset="UTF-8"'},
+                        mimetype="text/plain")
+    if request.method == "POST":
+        origin = request.headers.get("Origin")
+        if origin and urlsplit(origin).netloc != request.host:
+            abort(403)
+        if not hmac.compare_digest(request.form.get("csrf", "").encode(), _derived("csrf").encode()):
+            abort(403)
+
+
+@bp.after_request
+def _headers(response: Response) -> Response:
+    response.headers["Content-Security-Policy"] = (
+        "default-src 'none'; style-src 'unsafe-inline'; form-action 'self'; frame-ancestors 'none'")
+    response.headers["X-Frame-Options"] = "DENY"
+    response.headers["Referrer-Policy"] = "same-origin"
+    response.headers["Cache-Control"] = "no-store"
+    return response
+
+
+@bp.context_processor
+def _template_globals() -> dict:
+    return {"csrf_token": _derived("csrf") if current_app.config.get("ADMIN_TOKEN") else ""}
+
+
+@bp.get("/")
+def index():
+    return redirect(url_for("pages.returns"))
+
+
+@bp.get("/returns")
+def returns():
+    merchant = request.args.get("merchant") or None
+    state = request.args.get("state") or None
+    query = (request.args.get("q") or "").strip()
+    page = max(request.args.get("page", 1, type=int), 1)
+    filters = []
+    if merchant:
+        filters.append(Return.merchant == merchant)
+    if query:  # a Loop return id, an order name or an RMA number
+        match = [Return.loop_return_id == query, Return.order_name == query,
+                 Return.order_name == f"#{query.lstrip('#')}"]
+        if query.isdigit():
+            match.append(Return.rma_number == int(query))
+        filters.append(or_(*match))
+    with current_app.config["SESSIONS"]() as s:
+        counts = dict(s.execute(select(Return.state, func.count()).where(*filters)
+                                .group_by(Return.state)).all())
+        if state:
+            filters.append(Return.state == state)
+        total = s.scalar(select(func.count()).select_from(Return).where(*filters))
+        rows = s.scalars(select(Return).where(*filters).order_by(Return.updated_at.desc(), Return.id.desc())
+                         .limit(PAGE_SIZE).offset((page - 1) * PAGE_SIZE)).all()
+    return render_template(
+        "returns.html", rows=rows, counts=counts, states=STATES, total=total, page=page,
+        pages=max((total + PAGE_SIZE - 1) // PAGE_SIZE, 1), merchant=merchant, state=state,
+        query=query, merchants=sorted(current_app.config["MERCHANTS"]))
+
+
+@bp.get("/returns/<merchant>/<loop_return_id>")
+def return_page(merchant: str, loop_return_id: str):
+    with current_app.config["SESSIONS"]() as s:
+        ret = find_return(s, merchant, loop_return_id)
+        if ret is None:
+            abort(404)
+        view = return_view(ret)
+        per_line, unexpected = tally(ret.rma_lines or [], view["receipts"])
+        lines = [{**line, "received": per_line[line["line_number"]].received,
+                  "conditions": dict(per_line[line["line_number"]].by_condition)}
+                 for line in ret.rma_lines or []]
+        return render_template(
+            "return.html", view=view, units=ret.units or [], lines=lines, unexpected=unexpected,
+            can_retry=ret.state == lc.NEEDS_ATTENTION, can_redecide=maintenance.can_redecide(ret),
+            attention_step=ret.attention_step, label=label)
+
+
+@bp.post("/returns/<merchant>/<loop_return_id>/retry")
+def retry(merchant: str, loop_return_id: str):
+    return _act(maintenance.retry_return, merchant, loop_return_id)
+
+
+@bp.post("/returns/<merchant>/<loop_return_id>/redecide")
+def redecide(merchant: str, loop_return_id: str):
+    return _act(maintenance.redecide_return, merchant, loop_return_id)
+
+
+def _act(action, merchant: str, loop_return_id: str):
+    if merchant not in current_app.config["MERCHANTS"]:
+        abort(404)
+    config = current_app.config
+    ctx = Context(settings=config["SETTINGS"], merchants=config["MERCHANTS"],
+                  sessions=config["SESSIONS"], enqueue=config["ENQUEUE_STEP"])
+    try:
+        flash(action(ctx, merchant, loop_return_id))
+    except LookupError:
+        abort(404)
+    return redirect(url_for("pages.return_page", merchant=merchant, loop_return_id=loop_return_id),
+                    code=303)
