@@ -6,7 +6,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-stamp
 ARGS ?=
 
-.PHONY: install system-packages test demo up clean
+.PHONY: install system-packages test demo chaos up clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -16,17 +16,23 @@ $(STAMP): pyproject.toml
 install: $(STAMP)
 
 # Debian packages the tests need, installed only when missing: Chromium renders the operator
-# pages headless (CI runs as root; elsewhere sudo is asked).
+# pages headless; PostgreSQL runs the database tests a second time (its binaries are not on
+# PATH, hence the ls). CI runs as root; elsewhere sudo is asked.
 system-packages:
-	@command -v chromium >/dev/null || { \
+	@MISSING="$$(command -v chromium >/dev/null || echo chromium) \
+	  $$(ls /usr/lib/postgresql/*/bin/pg_ctl >/dev/null 2>&1 || echo postgresql)"; \
+	[ -z "$$(echo $$MISSING)" ] || { \
 	  SUDO=$$( [ "$$(id -u)" = 0 ] || echo sudo ); \
-	  $$SUDO apt-get update -qq && DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq chromium; }
+	  $$SUDO apt-get update -qq && DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq $$MISSING; }
 
 test: $(STAMP) system-packages
 	$(BIN)/python -m pytest $(ARGS)
 
 demo: $(STAMP)
 	$(BIN)/python -m stack.cli demo $(ARGS)
+
+chaos: $(STAMP)
+	$(BIN)/python -m stack.cli chaos $(ARGS)
 
 up: $(STAMP)
 	$(BIN)/python -m stack.cli up $(ARGS)

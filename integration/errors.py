@@ -21,6 +21,11 @@ class RetryableError(UpstreamError):
     """5xx, timeout, connection error or 429: the same call may succeed later."""
 
 
+class NotSent(RetryableError):
+    """Refused before it could have any effect (our rate limiter, or the server's 429): sending
+    it again cannot do the work twice."""
+
+
 class FinalError(UpstreamError):
     """4xx, RLM `code: 0`, or a refusal in Loop's HTTP-200 error body: retrying cannot help."""
 

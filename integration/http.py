@@ -14,7 +14,7 @@ from typing import Any, Callable
 import requests
 from tenacity import retry, retry_if_exception, stop_after_attempt
 
-from .errors import FinalError, NotFound, RetryableError, UpstreamError
+from .errors import FinalError, NotFound, NotSent, RetryableError, UpstreamError
 
 RETRYABLE_4XX = {408, 429}  # request timeout, rate limit; every 5xx is retryable too
 # Broken connections mid-answer are as transient as refused ones.
@@ -59,8 +59,9 @@ def classify(system: str, response: requests.Response, describe: Describe) -> Up
     status = response.status_code
     message, code = describe(body) if body is not None else (f"HTTP {status}{_where(response)}", None)
     if is_retryable_status(status):
-        return RetryableError(system, message, status=status, code=code, body=body,
-                              retry_after=parse_retry_after(response.headers.get("Retry-After")))
+        kind = NotSent if status == 429 else RetryableError  # a 429 did nothing on the server
+        return kind(system, message, status=status, code=code, body=body,
+                    retry_after=parse_retry_after(response.headers.get("Retry-After")))
     if status == 404:
         return NotFound(system, message, status=status, code=code, body=body)
     return FinalError(system, message, status=status, code=code, body=body)

@@ -19,7 +19,7 @@ from . import lifecycle as lc
 from . import rules
 from .context import Context
 from .db import after_commit, session_scope
-from .errors import FinalError, NotFound, RetryableError, StepFailed
+from .errors import FinalError, NotFound, NotSent, RetryableError, StepFailed
 from .mapping import (
     build_ra,
     group_units,
@@ -35,6 +35,7 @@ from .mapping import (
 from .merchants import Merchant
 from .models import FeedCursor, Receipt, Return, WebhookEvent
 from .notes import flag_note
+from .ratelimit import MAX_WAIT_S as LIMITER_MAX_WAIT_S
 
 log = logging.getLogger(__name__)
 
@@ -466,18 +467,23 @@ def act_in_loop(ctx: Context, return_id: int) -> None:
         if state != "open":
             ingest_return(ctx, merchant, details, cause="Loop state re-read before acting")
             return
-        if not _claim(ctx, return_id):
+        claim = _claim(ctx, return_id)
+        if claim is None:
             return
-        _call_action(ctx, loop, snap, action, return_id)
+        _call_action(ctx, loop, snap, action, return_id, claim)
     elif state == LANDED_STATE.get(action):
         called_now = False  # an earlier attempt's call landed
     elif state == "open":
         age = (ctx.now() - as_utc(snap.loop_action_claimed_at)).total_seconds()
-        if age < ctx.settings.loop_settle_s:
-            # A process call only queues work in Loop: give it time to show before re-sending.
+        if age < settle_s(ctx):
+            # An earlier call may still be under way, or Loop may still be processing it.
             raise RetryableError("loop", "waiting to see whether the earlier call landed",
-                                 retry_after=ctx.settings.loop_settle_s - age)
-        _call_action(ctx, loop, snap, action, return_id)
+                                 retry_after=settle_s(ctx) - age)
+        # It did not land. Re-claim first: of two workers here, only one may send it again.
+        claim = _claim(ctx, return_id, expected=snap.loop_action_claimed_at)
+        if claim is None:
+            return
+        _call_action(ctx, loop, snap, action, return_id, claim)
     else:
         ingest_return(ctx, merchant, details, cause="Loop state changed while we acted")
         return
@@ -505,46 +511,68 @@ _ACTION_TEXT = {
 }
 
 
-def _claim(ctx: Context, return_id: int) -> bool:
-    """Mark that we are about to act, so no other worker (or retry) acts blindly again."""
+def settle_s(ctx: Context) -> float:
+    """How long after a claim we may conclude from Loop's state that our call did not land:
+    longer than the call itself can take (waiting for a rate-limit slot, then the request)."""
+    connect, read = ctx.settings.loop_timeout
+    return max(ctx.settings.loop_settle_s, LIMITER_MAX_WAIT_S + connect + read + 10.0)
+
+
+def _claim(ctx: Context, return_id: int, expected: datetime | None = None) -> datetime | None:
+    """Mark that we are about to act, so no other worker (or retry) acts blindly again.
+
+    Succeeds only if the claim is still `expected` (None: unclaimed); returns the new claim.
+    """
+    now = ctx.now()
+    return now if _swap_claim(ctx, return_id, expected, now) else None
+
+
+def _release(ctx: Context, return_id: int, claim: datetime) -> None:
+    _swap_claim(ctx, return_id, claim, None)
+
+
+def _swap_claim(ctx: Context, return_id: int, expected: datetime | None, new: datetime | None) -> bool:
+    """Compare-and-set on the claim, under the row lock."""
     with _locked(ctx, return_id) as (_, ret):
-        if ret is None or ret.state != lc.DECIDED or ret.loop_action_claimed_at is not None:
+        if ret is None or ret.state != lc.DECIDED or as_utc(ret.loop_action_claimed_at) != as_utc(expected):
             return False
-        ret.loop_action_claimed_at = ctx.now()
+        ret.loop_action_claimed_at = new
         return True
 
 
-def _call_action(ctx: Context, loop, snap: Return, action: str, return_id: int) -> None:
+def _call_action(ctx: Context, loop, snap: Return, action: str, return_id: int,
+                 claim: datetime) -> None:
     try:
-        if action == rules.PROCESS:
-            loop.process(snap.loop_return_id, {"rlm_ra_number": str(snap.rma_number)})
-        elif action == rules.FLAG:
-            loop.flag(snap.loop_return_id)
-        elif action == rules.REMOVE_AND_PROCESS:
-            loop.remove_items(snap.loop_return_id, (snap.decision_detail or {}).get("remove_line_item_ids", []))
-        elif action == rules.CLOSE:
-            loop.close(snap.loop_return_id)
-        else:
-            raise StepFailed(f"unknown decision {action!r}")
+        _send_action(loop, snap, action)
+    except NotSent:
+        _release(ctx, return_id, claim)  # nothing happened in Loop: the retry starts afresh
+        raise
     except FinalError as exc:
         # Refused: perhaps a person acted in the meantime. Loop's state tells.
         details = loop.get_return(snap.loop_return_id)
         if loop_state(details.get("state")) != "open":
-            _release_claim(ctx, return_id)
+            _release(ctx, return_id, claim)
             ingest_return(ctx, ctx.merchant(snap.merchant), details,
                           cause=f"Loop refused {action} ({exc.code or exc.message})")
             raise _Superseded() from None
         raise StepFailed(f"Loop refused to {action} the return: {exc.message} ({exc.code})") from None
 
 
+def _send_action(loop, snap: Return, action: str) -> None:
+    if action == rules.PROCESS:
+        loop.process(snap.loop_return_id, {"rlm_ra_number": str(snap.rma_number)})
+    elif action == rules.FLAG:
+        loop.flag(snap.loop_return_id)
+    elif action == rules.REMOVE_AND_PROCESS:
+        loop.remove_items(snap.loop_return_id, (snap.decision_detail or {}).get("remove_line_item_ids", []))
+    elif action == rules.CLOSE:
+        loop.close(snap.loop_return_id)
+    else:
+        raise StepFailed(f"unknown decision {action!r}")
+
+
 class _Superseded(Exception):
     """The return moved on while this step ran; nothing more to do here."""
-
-
-def _release_claim(ctx: Context, return_id: int) -> None:
-    with _locked(ctx, return_id) as (_, ret):
-        if ret is not None:
-            ret.loop_action_claimed_at = None
 
 
 def _post_note_once(loop, snap: Return, check_existing: bool) -> None:

@@ -11,7 +11,7 @@ import time
 
 import redis
 
-from .errors import RetryableError
+from .errors import NotSent
 
 # KEYS[1] bucket; ARGV rate/s, burst. Returns 0 when a token was taken, else seconds to wait.
 _TAKE = """
@@ -34,9 +34,12 @@ return tostring(wait)
 """
 
 
+MAX_WAIT_S = 20.0  # longest a call blocks for a slot before handing the wait to Celery
+
+
 class TokenBucket:
     def __init__(self, client: redis.Redis, name: str, per_minute: float, burst: int = 10,
-                 max_wait_s: float = 20.0):
+                 max_wait_s: float = MAX_WAIT_S):
         self.client = client
         self.key = f"ratelimit:{name}"
         self.rate = per_minute / 60.0
@@ -53,7 +56,7 @@ class TokenBucket:
             if wait <= 0:
                 return
             if time.monotonic() + wait > deadline:
-                raise RetryableError("loop", "rate limit: waiting for a request slot", retry_after=wait)
+                raise NotSent("loop", "rate limit: waiting for a request slot", retry_after=wait)
             time.sleep(wait)
             self.waited_s += wait
 

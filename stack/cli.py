@@ -117,6 +117,17 @@ def demo(count: int, report_path: str | None, workdir: str | None) -> None:
 
 
 @main.command()
+@click.option("--returns", "count", default=500, show_default=True, help="How many returns.")
+@click.option("--seed", default=1, show_default=True, help="Seed for the faults and disruptions.")
+@click.option("--workdir", type=click.Path(file_okay=False), help="Keep data and logs here.")
+def chaos(count: int, seed: int, workdir: str | None) -> None:
+    """Drive returns through the real stack while injecting faults; check nothing is lost or doubled."""
+    from .chaos import run_chaos
+
+    sys.exit(0 if run_chaos(count, seed, workdir).ok else 1)
+
+
+@main.command()
 @click.option("--workdir", default="var/up", show_default=True, type=click.Path(file_okay=False))
 def up(workdir: str) -> None:
     """Run Procfile.dev with honcho on the embedded defaults until Ctrl-C.
