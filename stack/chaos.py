@@ -57,9 +57,14 @@ class Figures:
     elapsed_s: float = 0.0
 
     @property
+    def rlm_fault_share(self) -> float:
+        return self.faults.get("rlm", 0) / max(1, self.faults.get("rlm_calls", 0))
+
+    @property
     def ok(self) -> bool:
         return (self.reached_expected == self.returns and not self.rmas_not_one
-                and not self.loop_actions_wrong and self.stuck_events == 0)
+                and not self.loop_actions_wrong and self.stuck_events == 0
+                and self.rlm_fault_share >= 0.10 and len(self.disruptions) >= 5)
 
     def lines(self) -> list[str]:
         return [
@@ -70,7 +75,9 @@ class Figures:
             f"returns with a wrong Loop action count {len(self.loop_actions_wrong)} (must be 0)",
             f"events stuck in the inbox              {self.stuck_events} (must be 0)",
             f"parked by injected refusals, retried   {self.parked_then_retried}",
-            f"faults fired (RLM / Loop)              {self.faults.get('rlm', 0)} / {self.faults.get('loop', 0)}",
+            f"RLM calls answered with a fault        {self.faults.get('rlm', 0)} of {self.faults.get('rlm_calls', 0)}"
+            f" ({self.rlm_fault_share:.0%}, must be at least 10%)",
+            f"Loop calls answered 429 or 5xx         {self.faults.get('loop', 0)}",
             f"disruptions                            {', '.join(self.disruptions)}",
             f"time taken                             {self.elapsed_s:.1f} s",
         ]
@@ -79,18 +86,18 @@ class Figures:
 def inject_faults(stack: Stack, rng: random.Random) -> None:
     """Probabilistic fault rules in both sandboxes, seeded from the run's seed."""
     rlm = [
-        {"match": {"path": "/return-authorizations*"}, "status": 503, "html": True, "probability": 0.06},
-        {"match": {"path": "/receipts*"}, "status": 502, "probability": 0.06},
-        {"match": {"path": "/items*"}, "status": 500, "probability": 0.05},
-        {"match": {"method": "POST", "path": "/return-authorizations/*"}, "timeout": True, "probability": 0.03},
+        {"match": {"path": "/return-authorizations*"}, "status": 503, "html": True, "probability": 0.1},
+        {"match": {"path": "/receipts*"}, "status": 502, "probability": 0.12},
+        {"match": {"path": "/items*"}, "status": 500, "probability": 0.1},
+        {"match": {"method": "POST", "path": "/return-authorizations/*"}, "timeout": True, "probability": 0.05},
         {"match": {"method": "POST", "path": "/return-authorizations"}, "code0": "Invalid Warehouse",
-         "probability": 0.02},
+         "probability": 0.03},
     ]
     requests.post(f"{stack.url('rlm')}/_sim/faults", json={"seed": rng.randrange(1 << 30)}, timeout=5)
     for rule in rlm:
         requests.post(f"{stack.url('rlm')}/_sim/faults", json=rule, timeout=5).raise_for_status()
-    loop = [{"match": {"path": "/warehouse/*"}, "status": 429, "retry_after": 1, "probability": 0.05},
-            {"match": {"path": "/warehouse/*"}, "status": 503, "probability": 0.03}]
+    loop = [{"match": {"path": "/warehouse/*"}, "status": 429, "retry_after": 1, "probability": 0.06},
+            {"match": {"path": "/warehouse/*"}, "status": 503, "probability": 0.04}]
     requests.post(f"{stack.url('loop')}/_sim/faults", json={"rules": loop, "seed": rng.randrange(1 << 30)},
                   timeout=5).raise_for_status()
     requests.post(f"{stack.url('loop')}/_sim/config", timeout=5,
@@ -105,7 +112,8 @@ def clear_faults(stack: Stack) -> dict:
     requests.delete(f"{stack.url('rlm')}/_sim/faults", timeout=5)
     requests.delete(f"{stack.url('loop')}/_sim/faults", timeout=5)
     requests.post(f"{stack.url('loop')}/_sim/config", json={"duplicate_deliveries": 1}, timeout=5)
-    return {"rlm": rlm.get("faults_fired", 0), "loop": sum(r.get("fired", 0) for r in loop.get("rules", []))}
+    return {"rlm": rlm.get("faults_fired", 0), "rlm_calls": sum(rlm.get("requests", {}).values()),
+            "loop": sum(r.get("fired", 0) for r in loop.get("rules", []))}
 
 
 def disrupt(stack: Stack, rng: random.Random, log: list[str], done: threading.Event) -> None:
@@ -167,7 +175,7 @@ def run_chaos(count: int = 500, seed: int = 1, workdir: str | None = None, out=s
     base = Path(workdir) if workdir else Path(tempfile.mkdtemp(prefix="rlm-loop-chaos-"))
     print(f"chaos: {count} returns, seed {seed}, stack in {base}", file=out, flush=True)
     # Faults slow everything down: the warehouse's second parcel needs a longer grace period.
-    env = {**demo_env(count), **CHAOS_ENV, "RMA_EXPIRY_DAYS": "30", "PARTIAL_GRACE_S": "60"}
+    env = {**demo_env(count), **CHAOS_ENV, "RMA_EXPIRY_DAYS": "30", "PARTIAL_GRACE_S": "30"}
     with Stack(base, workers=2, extra_env=env, capture_broker=True) as stack:
         inject_faults(stack, rng)
         demo = Demo(stack, out, CHAOS_SCENARIOS)

@@ -110,30 +110,34 @@ def _each_merchant(fn, what: str) -> None:
 
 @app.task(name="rlm.poll_receipts", acks_late=True)
 def poll_receipts() -> None:
-    with _single("poll_receipts") as mine:
+    with _single("poll_receipts", timeout=60) as mine:
         if mine:
             _each_merchant(pipeline.poll_receipts, "receipt poll")
 
 
 @app.task(name="loop.reconcile", acks_late=True)
 def reconcile() -> None:
-    with _single("reconcile") as mine:
+    with _single("reconcile", timeout=300) as mine:
         if mine:
             _each_merchant(maintenance.reconcile_loop, "Loop reconciliation")
 
 
 @app.task(name="integration.sweep", acks_late=True)
 def sweep() -> None:
-    with _single("sweep") as mine:
+    with _single("sweep", timeout=30) as mine:
         counts = maintenance.sweep(context()) if mine else {}
         if any(counts.values()):
             log.info("sweep re-drove %s", counts)
 
 
 @contextmanager
-def _single(name: str):
-    """A short Redis lock so a periodic job never runs twice at once (beat + a redelivery)."""
-    lock = redis.Redis.from_url(runtime.redis_url()).lock(f"lock:{name}", timeout=240)
+def _single(name: str, timeout: float):
+    """A Redis lock so a periodic job never runs twice at once (beat + a redelivery).
+
+    `timeout` bounds how long a run killed mid-way (SIGKILL, lost node) blocks the next ones:
+    a little longer than one run can take, and no longer.
+    """
+    lock = redis.Redis.from_url(runtime.redis_url()).lock(f"lock:{name}", timeout=timeout)
     if not lock.acquire(blocking=False):
         yield False
         return
