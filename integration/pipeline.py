@@ -19,7 +19,7 @@ from . import lifecycle as lc
 from . import rules
 from .context import Context
 from .db import after_commit, session_scope
-from .errors import FinalError, NotFound, NotSent, RetryableError, StepFailed
+from .errors import FinalError, NotFound, NotSent, RetryableError, StepFailed, UpstreamError
 from .mapping import (
     build_ra,
     group_units,
@@ -32,6 +32,7 @@ from .mapping import (
     sku_candidates,
     unit_from_loop,
 )
+from .grading import grades
 from .merchants import Merchant
 from .models import FeedCursor, Receipt, Return, WebhookEvent
 from .notes import flag_note
@@ -39,7 +40,6 @@ from .ratelimit import MAX_WAIT_S as LIMITER_MAX_WAIT_S
 
 log = logging.getLogger(__name__)
 
-LOOP_STATES = {"open", "review", "closed", "cancelled", "expired"}
 CLOSE_REASON = {
     rules.PROCESS: "LOOP_PROCESSED",
     rules.REMOVE_AND_PROCESS: "LOOP_PROCESSED",
@@ -103,7 +103,7 @@ def handle_event(ctx: Context, event_id: int) -> None:
         ev.status, ev.attempts = "processing", ev.attempts + 1
         merchant_name, payload = ev.merchant, dict(ev.payload or {})
 
-    topic, trigger = payload.get("topic"), payload.get("trigger")
+    topic = payload.get("topic")
     merchant = ctx.merchants.get(merchant_name)
     if merchant is None:
         return _finish_event(ctx, event_id, "failed", f"unknown merchant {merchant_name}")
@@ -490,9 +490,12 @@ def act_in_loop(ctx: Context, return_id: int) -> None:
 
     if action == rules.FLAG:
         _post_note_once(loop, snap, check_existing=not called_now)
+    graded = _grade(ctx, loop, merchant, snap)
     with _locked(ctx, return_id) as (s, ret):
         if ret is None or ret.state != lc.DECIDED:
             return
+        if graded:
+            lc.note(ret, "conditions sent to Loop's grading", graded)
         ret.loop_actioned_at = ctx.now()
         if action == rules.FLAG:
             ret.decision_detail = {**(ret.decision_detail or {}), "note_posted": True}
@@ -573,6 +576,23 @@ def _send_action(loop, snap: Return, action: str) -> None:
 
 class _Superseded(Exception):
     """The return moved on while this step ran; nothing more to do here."""
+
+
+def _grade(ctx: Context, loop, merchant: Merchant, snap: Return) -> str | None:
+    """Optionally tell Loop what condition each unit arrived in. Best effort: grading informs
+    the merchant's team and must never hold up the return itself."""
+    if not merchant.criteria.grade_in_loop or snap.decision not in (rules.PROCESS, rules.FLAG,
+                                                                    rules.REMOVE_AND_PROCESS):
+        return None
+    with session_scope(ctx.sessions) as s:
+        receipts = [{"lines": r.lines} for r in s.scalars(select(Receipt).where(
+            Receipt.merchant == snap.merchant, Receipt.ra_number == snap.rma_number))]
+    items = grades(snap.rma_lines, receipts, ctx.now())
+    try:
+        loop.grade(items)
+    except UpstreamError as exc:
+        return f"grading failed, the return goes on: {exc.message}"
+    return f"{len(items)} unit(s) graded"
 
 
 def _post_note_once(loop, snap: Return, check_existing: bool) -> None:

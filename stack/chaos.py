@@ -23,7 +23,7 @@ from pathlib import Path
 import requests
 from sqlalchemy import create_engine, text
 
-from .demo import SETTLED, Demo, Scenario, demo_env
+from .demo import Demo, Scenario, demo_env
 from .processes import Stack
 
 CHAOS_SCENARIOS = [

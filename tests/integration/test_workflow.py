@@ -11,7 +11,6 @@ from stack.demo import SCENARIOS, Demo, Scenario, Tracked
 
 from .helpers import (
     celery_for,
-    loop_record,
     new_return,
     our_view,
     ras_for,

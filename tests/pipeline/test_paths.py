@@ -204,3 +204,18 @@ def test_after_an_unclear_call_only_one_worker_may_send_it_again(harness_for):
     except pipeline.RetryableError as exc:
         assert "earlier call" in exc.message
     assert [a["action"] for a in h.loop_record(loop_id)["actions"] if a["ok"]] == []
+
+
+def test_received_conditions_go_to_loops_grading_when_the_merchant_wants_them(harness_for):
+    h = harness_for(grade_in_loop=True)
+    loop_id, rid, ra = to_transmitted(h)
+    h.receive(ra, "damaged")
+    h.poll()
+    h.drain()
+    from integration.models import Return
+
+    with h.ctx.sessions() as s:
+        ret = s.get(Return, rid)
+        assert ret.decision == "flag"
+        graded = [t.detail for t in ret.timeline if t.cause == "conditions sent to Loop's grading"]
+    assert graded == ["3 unit(s) graded"]
