@@ -174,8 +174,10 @@ def run_chaos(count: int = 500, seed: int = 1, workdir: str | None = None, out=s
     fig = Figures(seed=seed, returns=count)
     base = Path(workdir) if workdir else Path(tempfile.mkdtemp(prefix="rlm-loop-chaos-"))
     print(f"chaos: {count} returns, seed {seed}, stack in {base}", file=out, flush=True)
-    # Faults slow everything down: the warehouse's second parcel needs a longer grace period.
-    env = {**demo_env(count), **CHAOS_ENV, "RMA_EXPIRY_DAYS": "30", "PARTIAL_GRACE_S": "30"}
+    # Faults slow everything down, this driver included: the warehouse's second parcel needs a
+    # longer grace period, more so in a large batch.
+    grace = max(30.0, 0.15 * count)
+    env = {**demo_env(count), **CHAOS_ENV, "RMA_EXPIRY_DAYS": "30", "PARTIAL_GRACE_S": str(grace)}
     with Stack(base, workers=2, extra_env=env, capture_broker=True) as stack:
         inject_faults(stack, rng)
         demo = Demo(stack, out, CHAOS_SCENARIOS)
