@@ -6,7 +6,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-stamp
 ARGS ?=
 
-.PHONY: install system-packages test demo chaos up clean
+.PHONY: install system-packages test demo chaos bench up clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -33,6 +33,11 @@ demo: $(STAMP)
 
 chaos: $(STAMP)
 	$(BIN)/python -m stack.cli chaos $(ARGS)
+
+# Throughput, polling cost and memory against the limits that bound them (about 10 minutes);
+# prints a table and writes docs/benchmarks.md. Never part of `make test`.
+bench: $(STAMP)
+	$(BIN)/python -m bench $(ARGS)
 
 up: $(STAMP)
 	$(BIN)/python -m stack.cli up $(ARGS)

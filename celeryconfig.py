@@ -1,6 +1,8 @@
 """Celery settings (see shared/spec/engineering-anchors.md §2 for why each one is here)."""
 import os
 
+from workers.names import TASK_ROUTES
+
 broker_url = os.environ["REDIS_URL"]  # resolved by workers.celery_app (embedded server if unset)
 broker_connection_retry_on_startup = True  # wait for Redis at boot instead of crashing
 # Longer than any countdown or retry delay (capped at 600 s) plus task_time_limit, so Redis
@@ -23,10 +25,7 @@ worker_max_tasks_per_child = 1000
 worker_hijack_root_logger = False
 
 task_default_queue = "default"
-task_routes = {
-    "loop.*": {"queue": "loop"},
-    "rlm.*": {"queue": "erp"},
-}
+task_routes = TASK_ROUTES
 # Publishing must not hang the webhook receiver when Redis is down: the sweeper re-enqueues.
 task_publish_retry_policy = {"max_retries": 2, "interval_start": 0, "interval_step": 0.2,
                              "interval_max": 0.5}

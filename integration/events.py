@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import re
 from typing import Any
 
 from marshmallow import EXCLUDE, Schema, ValidationError, fields, validate, validates_schema
@@ -28,9 +29,19 @@ class LoopId(fields.Field):
         if isinstance(value, bool) or not isinstance(value, (int, str)):
             raise ValidationError("must be a string or an integer id")
         text = str(value).strip()
-        if not text or len(text) > 32:
-            raise ValidationError("must be a non-empty id of at most 32 characters")
+        # Printable only: an id is a key in our tables, and PostgreSQL cannot store a NUL.
+        if not text or len(text) > 32 or not text.isprintable():
+            raise ValidationError("must be a non-empty id of at most 32 printable characters")
         return text
+
+
+class ZipCode(fields.Field):
+    """Loop sends the zip code as a string or a number."""
+
+    def _deserialize(self, value, attr, data, **kwargs):
+        if isinstance(value, bool) or not isinstance(value, (int, str)):
+            raise ValidationError("must be a string or a number")
+        return str(value)
 
 
 class Money(fields.Field):
@@ -57,6 +68,21 @@ class LineItemSchema(Schema):
     parent_return_reason = fields.String(load_default=None, allow_none=True)
 
 
+class AddressSchema(Schema):
+    """Only what RLM's ship-from needs (mapping.ship_from); the rest is never loaded."""
+
+    class Meta:
+        unknown = EXCLUDE
+
+    name = fields.String(load_default=None, allow_none=True)
+    address1 = fields.String(load_default=None, allow_none=True)
+    address2 = fields.String(load_default=None, allow_none=True)
+    city = fields.String(load_default=None, allow_none=True)
+    state = fields.String(load_default=None, allow_none=True)
+    zip = ZipCode(load_default=None, allow_none=True)
+    country_code = fields.String(load_default=None, allow_none=True)
+
+
 class LoopEventSchema(Schema):
     """The fields we need from any Loop webhook; Loop adds fields without notice."""
 
@@ -79,7 +105,7 @@ class LoopEventSchema(Schema):
     message = fields.String(load_default=None, allow_none=True)
     source = fields.String(load_default=None, allow_none=True)
     line_items = fields.List(fields.Nested(LineItemSchema), load_default=list)
-    address = fields.Dict(load_default=None, allow_none=True)
+    address = fields.Nested(AddressSchema, load_default=None, allow_none=True)
 
     @validates_schema
     def _check(self, data, **_):
@@ -96,13 +122,28 @@ def parse_event(payload: Any) -> dict:
     """Validated, PII-free event dict; raises ValidationError with field messages."""
     if not isinstance(payload, dict):
         raise ValidationError("the body must be a JSON object")
-    event = LoopEventSchema().load(payload)
+    event = _storable(LoopEventSchema().load(payload))
     # Only what RLM needs of the address is kept, and only until the RA exists.
     address = event.pop("address", None)
     if event["trigger"] == "return.created" and address:
         event["ship_from"] = ship_from(address)
     event["loop_return_id"] = event["return_id"] if event["topic"] == PROCESSING_TOPIC else event["id"]
     return event
+
+
+# NUL and lone UTF-16 surrogates: valid in JSON, but neither PostgreSQL text nor UTF-8 holds them.
+_UNSTORABLE = re.compile("[\x00\ud800-\udfff]")
+
+
+def _storable(value: Any) -> Any:
+    """The same data with strings any database, log or page can hold (U+FFFD for the rest)."""
+    if isinstance(value, str):
+        return _UNSTORABLE.sub("\ufffd", value)
+    if isinstance(value, dict):
+        return {key: _storable(item) for key, item in value.items()}
+    if isinstance(value, list):
+        return [_storable(item) for item in value]
+    return value
 
 
 def dedupe_key(event: dict, raw: bytes) -> str:

@@ -212,7 +212,7 @@ def _ingest(ctx: Context, merchant: Merchant, details: dict, cause: str) -> int:
                 lc.note(ret, cause, f"Loop state {ret.loop_state} -> {state}")
         now_closed = state == "closed" and ret.loop_state != "closed"
         ret.loop_state = state
-        ret.loop_updated_at = str(details.get("updated_at") or "")
+        ret.loop_updated_at = _text(details.get("updated_at"), 40)
         _react_to_loop_state(ret, state)
         # Only a change needs a step (repeats must not pile up tasks); Loop finishing our
         # process call is what the close step waits for.
@@ -227,14 +227,19 @@ def _new_return(merchant: Merchant, details: dict, state: str) -> Return:
         loop_return_id=str(details["id"]),
         state=lc.RECEIVED,
         loop_state=state,
-        order_name=details.get("order_name"),
-        currency=details.get("currency"),
-        total=str(money(details.get("total"))),
-        loop_created_at=str(details.get("created_at") or ""),
+        # Cut to the columns' sizes: PostgreSQL refuses what SQLite would silently keep.
+        order_name=_text(details.get("order_name"), 64),
+        currency=_text(details.get("currency"), 8),
+        total=str(money(details.get("total")))[:32],
+        loop_created_at=_text(details.get("created_at"), 40),
         units=[unit_from_loop(item) for item in details.get("line_items") or []],
         # Kept only until the RA exists (cleared then): RLM needs where the parcel comes from.
         ship_from=details.get("ship_from") or ship_from(details.get("address")),
     )
+
+
+def _text(value, size: int) -> str | None:
+    return None if value is None else str(value)[:size]
 
 
 def _react_to_loop_state(ret: Return, state: str) -> None:

@@ -31,8 +31,8 @@ COUNTRIES = {
 
 def state_code(state: str | None) -> str | None:
     """Loop sends the full state name; RLM rejects anything over 2 characters."""
-    if not state:
-        return None
+    if not state or not isinstance(state, str):
+        return None  # Loop's API has been seen to send odd types; RLM can do without a state
     text = state.strip()
     if len(text) <= 2:
         return text.upper()
@@ -40,7 +40,7 @@ def state_code(state: str | None) -> str | None:
 
 
 def country_code3(code: str | None) -> str | None:
-    if not code:
+    if not code or not isinstance(code, str):
         return None
     code = code.strip().upper()
     return code if len(code) == 3 else COUNTRIES.get(code, code)

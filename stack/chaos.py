@@ -150,11 +150,9 @@ def retry_parked(stack: Stack, demo: Demo, tracked) -> int:
     from integration.maintenance import retry_return
     from integration.merchants import load_merchants
     from integration.settings import load_settings
-    from celery import Celery
-    from workers.names import STEP_TASK_NAMES
+    from workers.names import STEP_TASK_NAMES, publisher as make_publisher
 
-    publisher = Celery("chaos-operator", broker=stack.redis_url)
-    publisher.conf.task_routes = {"loop.*": {"queue": "loop"}, "rlm.*": {"queue": "erp"}}
+    publisher = make_publisher(stack.redis_url)
     ctx = Context(settings=load_settings(), merchants=load_merchants(),
                   sessions=session_factory(stack.env["DATABASE_URL"]),
                   enqueue=lambda step, i: publisher.send_task(STEP_TASK_NAMES[step], args=[i]))

@@ -18,7 +18,6 @@ from urllib.parse import urlsplit, urlunsplit
 
 import click
 import redis
-from celery import Celery
 from sqlalchemy import inspect as sql_inspect
 from sqlalchemy import select, text
 
@@ -34,7 +33,7 @@ from integration.ratelimit import TokenBucket, bucket_name
 from integration.rules import label
 from integration.settings import Settings, load_settings
 from integration.status import return_view
-from workers.names import STEP_TASK_NAMES
+from workers.names import QUEUES, STEP_TASK_NAMES, publisher
 
 from .demo import SCENARIOS, run_demo
 from .schema import alembic_config, migrate
@@ -42,7 +41,6 @@ from .processes import FAST_ENV, FIXED_PORTS, WEBHOOK_TRIGGERS, wait_http
 
 ROOT = Path(__file__).resolve().parent.parent
 DEV_VALKEY_PORT = 6380  # Procfile.dev's broker (6379 is left to any Redis already installed)
-QUEUES = ("default", "loop", "erp")
 
 
 @click.group()
@@ -61,12 +59,12 @@ def _settings_and_merchants() -> tuple[Settings, dict[str, Merchant]]:
 def _context(settings: Settings, merchants: dict[str, Merchant], publish: bool = True) -> Context:
     """The service's Context, publishing steps by task name and sharing the Loop rate limit."""
     url = ensure_redis_url(settings.data_dir) if publish else None
-    publisher = _publisher(url) if url else None
+    app = publisher(url) if url else None
 
     def enqueue(step: str, target_id) -> None:
-        if publisher is None:
+        if app is None:
             raise click.ClickException("this command does not publish tasks")
-        publisher.send_task(STEP_TASK_NAMES[step], args=[target_id])
+        app.send_task(STEP_TASK_NAMES[step], args=[target_id])
 
     def limiter(merchant: Merchant) -> TokenBucket:
         return TokenBucket(redis.Redis.from_url(url), bucket_name("loop", merchant.loop_api_key),
@@ -75,15 +73,6 @@ def _context(settings: Settings, merchants: dict[str, Merchant], publish: bool =
     return Context(settings=settings, merchants=merchants,
                    sessions=session_factory(settings.database_url), enqueue=enqueue,
                    loop_limiter_for=limiter if url else None)
-
-
-def _publisher(redis_url: str) -> Celery:
-    """A bare Celery publisher with the service's routes (importing workers.tasks would build
-    the whole worker app)."""
-    os.environ.setdefault("REDIS_URL", redis_url)  # celeryconfig reads it on import
-    app = Celery("rlm-loop-cli", broker=redis_url)
-    app.config_from_object("celeryconfig")
-    return app
 
 
 def _merchant_of(ctx: Context, loop_return_id: str, merchant: str | None) -> str:
@@ -461,7 +450,7 @@ def _check_redis(settings: Settings, checks: list[Check]) -> str | None:
 
 def _check_processes(redis_url: str) -> list[Check]:
     """Is every queue consumed by some worker, and is a beat running?"""
-    app = _publisher(redis_url)
+    app = publisher(redis_url)
     try:
         answers = app.control.inspect(timeout=1.5).active_queues() or {}
     except Exception as exc:  # noqa: BLE001 — a broker hiccup is reported, not raised

@@ -88,7 +88,7 @@ class Stack:
         # Queues split by system: tasks waiting for a Loop rate-limit slot must never starve
         # the RLM polling and the decisions.
         for n in range(self.workers):
-            for role, queues in (("worker", "default,erp"), ("loopworker", "loop")):
+            for role, queues in (("worker", "periodic,default,erp"), ("loopworker", "loop")):
                 name = f"{role}{n + 1}"
                 self._spawn(name, celery + ["worker", "-Q", queues, "-c", str(self.worker_concurrency),
                                             "-n", f"{name}@%h", "-l", "info"])
@@ -113,6 +113,7 @@ class Stack:
                     with redis.Redis.from_url(self.redis_url).monitor() as monitor:
                         for command in monitor.listen():
                             out.write(command["command"] + "\n")
+                            out.flush()  # a scan right after the run must see every command
                 except (redis.RedisError, OSError):
                     time.sleep(0.2)  # the broker is restarting
 

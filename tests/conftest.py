@@ -12,6 +12,7 @@ from integration.db import get_engine, session_factory
 from integration.merchants import demo_merchant_config, parse_merchants
 from integration.models import create_all
 from integration.signature import sign
+from tests.postgres import postgres, postgres_url  # noqa: F401  (fixtures)
 
 SECRET = "test-webhook-secret"
 
@@ -21,11 +22,18 @@ def wire(payload: dict) -> bytes:
     return json.dumps(payload, separators=(",", ":")).replace("/", "\\/").encode()
 
 
+@pytest.fixture(params=["sqlite", "postgresql"])
+def database_url(request, tmp_path):
+    """Every database test runs twice: on a SQLite file and on a fresh PostgreSQL database."""
+    if request.param == "postgresql":
+        return request.getfixturevalue("postgres_url")
+    return f"sqlite:///{tmp_path / 'test.db'}"
+
+
 @pytest.fixture
-def sessions(tmp_path):
-    url = f"sqlite:///{tmp_path / 'test.db'}"
-    create_all(get_engine(url))
-    return session_factory(url)
+def sessions(database_url):
+    create_all(get_engine(database_url))
+    return session_factory(database_url)
 
 
 @pytest.fixture
@@ -72,7 +80,7 @@ def stack(tmp_path_factory):
 
     workdir = Path(tmp_path_factory.mktemp("stack"))
     env = {**demo_env(len(SCENARIOS)), "LOOP_WEBHOOK_SECRET": "stack-secret"}
-    with Stack(workdir, extra_env=env) as running:
+    with Stack(workdir, extra_env=env, capture_broker=True) as running:  # for tests/security
         yield running
 
 

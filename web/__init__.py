@@ -2,6 +2,8 @@
 and metrics."""
 from __future__ import annotations
 
+import os
+
 from flask import Flask
 
 from integration import logs
@@ -45,6 +47,10 @@ def create_app(test_config: dict | None = None) -> Flask:
     app.register_blueprint(health_bp)
     app.register_blueprint(pages_bp)
     app.register_blueprint(metrics_bp)
+    if os.environ.get("BENCH_BASELINE") == "1":  # `make bench` only: the do-nothing baseline
+        from .baseline import bp as baseline_bp
+
+        app.register_blueprint(baseline_bp)
     return app
 
 

@@ -22,10 +22,10 @@ from sqlalchemy import func, select
 
 from integration.models import Return, WebhookEvent
 from workers import runtime
+from workers.names import QUEUES
 from workers.observability import MetricStore
 
 bp = Blueprint("metrics", __name__)
-QUEUES = ("default", "loop", "erp")
 
 
 @bp.get("/metrics")

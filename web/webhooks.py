@@ -27,8 +27,8 @@ def receive(merchant: str):
         log.warning("webhook.bad_signature merchant=%s bytes=%d", merchant, len(raw))
         return _answer(401, "missing or invalid X-Loop-Signature")
     try:
-        payload = json.loads(raw)
-    except (ValueError, UnicodeDecodeError):
+        payload = _load_json(raw)
+    except (ValueError, RecursionError):  # UnicodeDecodeError is a ValueError
         return _answer(400, "body is not valid JSON")
 
     body_hash = hashlib.sha256(raw).hexdigest()
@@ -45,6 +45,15 @@ def receive(merchant: str):
     if row_id is None:
         return _answer(200, "duplicate delivery; already stored")
     return jsonify({"status": "accepted" if handled else "ignored", "event_id": row_id}), 202
+
+
+def _load_json(raw: bytes):
+    """Standard JSON only: Python's NaN and Infinity are refused like any other non-JSON."""
+    return json.loads(raw, parse_constant=_not_json)
+
+
+def _not_json(constant: str):
+    raise ValueError(f"{constant} is not JSON")
 
 
 def _store(merchant: str, key: str, body_hash: str, event: dict | None, status: str,

@@ -1,4 +1,4 @@
-"""Task names by workflow step (no Celery import: publishers and tests can use it freely)."""
+"""Task names, queues and routes (no Celery import: publishers and tests can use it freely)."""
 
 STEP_TASK_NAMES = {
     "handle_event": "loop.handle_event",
@@ -9,3 +9,24 @@ STEP_TASK_NAMES = {
     "close_rma": "rlm.close_rma",
     "cancel_rma": "rlm.cancel_rma",
 }
+
+# Queues split by the system their tasks wait on. Periodic jobs get a queue of their own so a
+# backlog of RLM work (a thousand returns at once) never delays the receipt poll behind it.
+QUEUES = ("periodic", "default", "erp", "loop")
+TASK_ROUTES = {
+    "rlm.poll_receipts": {"queue": "periodic"},
+    "integration.sweep": {"queue": "periodic"},
+    "loop.reconcile": {"queue": "periodic"},
+    "loop.*": {"queue": "loop"},
+    "rlm.*": {"queue": "erp"},
+}
+
+
+def publisher(redis_url: str):
+    """A bare Celery app that only publishes, with the service's routes (importing
+    workers.tasks would build the whole worker app, and an embedded broker with it)."""
+    from celery import Celery
+
+    app = Celery("rlm-loop-publisher", broker=redis_url)
+    app.conf.task_routes = TASK_ROUTES
+    return app

@@ -38,8 +38,10 @@ class Gate:
         with self._lock:
             self._hits: dict[str, collections.deque[float]] = collections.defaultdict(collections.deque)
             self.rejected = {"unauthorized": 0, "rate_limited": 0}
+            # Requests let through, by "METHOD route" (`make bench` counts Loop calls per return).
+            self.admitted: collections.Counter[str] = collections.Counter()
 
-    def admit(self, key: str | None) -> tuple[dict[str, Any], int, dict[str, str]] | None:
+    def admit(self, key: str | None, route: str = "") -> tuple[dict[str, Any], int, dict[str, str]] | None:
         """None to let the request through, else (body, status, headers) to answer with."""
         with self._lock:
             if key not in self._settings["api_keys"]:
@@ -54,6 +56,7 @@ class Gate:
                 self.rejected["rate_limited"] += 1
                 return TOO_MANY, 429, self._retry_after(hits[0] + window - now)
             hits.append(now)
+            self.admitted[route] += 1
             return None
 
     def _retry_after(self, wait_s: float) -> dict[str, str]:
@@ -83,7 +86,10 @@ class LoopSandbox:
         self.webhooks.reset()
 
     def stats(self) -> dict[str, Any]:
-        return {**self.store.stats(), **self.gate.rejected}
+        with self.gate._lock:
+            admitted = dict(self.gate.admitted)
+        return {**self.store.stats(), **self.gate.rejected,
+                "api_requests": {"total": sum(admitted.values()), "by_route": admitted}}
 
     def shutdown(self) -> None:
         """Stop background work (processing timers, the delivery thread) so tests end cleanly."""
@@ -163,7 +169,8 @@ def _api(sb: LoopSandbox) -> Blueprint:
         rule = sb.faults.pick(request.method, [request.path, relative])
         if rule is not None and (faulted := _fault_response(rule, sb.settings["timeout_hang_s"])) is not None:
             return faulted
-        refused = sb.gate.admit(request.headers.get("X-Authorization"))
+        route = f"{request.method} {request.url_rule.rule if request.url_rule else request.path}"
+        refused = sb.gate.admit(request.headers.get("X-Authorization"), route)
         return _json(*refused) if refused else None
 
     @api.get("/warehouse/return/details")

@@ -7,6 +7,7 @@ import requests
 from celery import Celery
 
 from stack.demo import Demo, Scenario
+from workers.names import publisher
 
 
 def wait_for(predicate, timeout: float = 60.0, interval: float = 0.3, what: str = "condition"):
@@ -56,6 +57,4 @@ def receive(stack, ra_number: int, scenario: str) -> None:
 
 def celery_for(stack) -> Celery:
     """A bare publisher on the stack's broker, to trigger tasks by name as an operator would."""
-    app = Celery("test-publisher", broker=stack.redis_url)
-    app.conf.task_routes = {"loop.*": {"queue": "loop"}, "rlm.*": {"queue": "erp"}}
-    return app
+    return publisher(stack.redis_url)

@@ -80,7 +80,7 @@ def test_metrics_report_states_tasks_queues_and_the_inbox(stack, flagged_return)
               (("state", "SUCCESS"), ("task", "rlm.create_rma")))] >= 1
     assert ("rlm_loop_inbox_lag_seconds", ()) in m
     assert {q for (name, labels) in m if name == "rlm_loop_queue_messages"
-            for _, q in labels} == {"default", "loop", "erp"}
+            for _, q in labels} == {"periodic", "default", "loop", "erp"}
     assert ("rlm_loop_ratelimit_wait_seconds_total", (("system", "loop"),)) in m
 
 

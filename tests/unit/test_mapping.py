@@ -71,3 +71,7 @@ def test_ra_body_follows_the_rlm_model():
     assert line["qty_authorized"] == 2 and line["unit_price"] == "80.00"
     assert line["external_line_refs"] == ["293482039", "293482040"]
     assert "division_number" not in line
+
+
+def test_odd_address_types_from_loop_do_not_break_the_mapping():
+    assert ship_from({"name": "Pat", "state": 36, "country_code": None}) == {"name": "Pat"}
