@@ -110,7 +110,7 @@ def _each_merchant(fn, what: str) -> None:
 
 @app.task(name="rlm.poll_receipts", acks_late=True)
 def poll_receipts() -> None:
-    with _single("poll_receipts", timeout=60) as mine:
+    with _single("poll_receipts", timeout=15) as mine:
         if mine:
             _each_merchant(pipeline.poll_receipts, "receipt poll")
 
@@ -124,7 +124,7 @@ def reconcile() -> None:
 
 @app.task(name="integration.sweep", acks_late=True)
 def sweep() -> None:
-    with _single("sweep", timeout=30) as mine:
+    with _single("sweep", timeout=15) as mine:
         counts = maintenance.sweep(context()) if mine else {}
         if any(counts.values()):
             log.info("sweep re-drove %s", counts)
@@ -134,8 +134,9 @@ def sweep() -> None:
 def _single(name: str, timeout: float):
     """A Redis lock so a periodic job never runs twice at once (beat + a redelivery).
 
-    `timeout` bounds how long a run killed mid-way (SIGKILL, lost node) blocks the next ones:
-    a little longer than one run can take, and no longer.
+    `timeout` bounds how long a run killed mid-way (SIGKILL, lost node) blocks the next ones,
+    so it is short. Two runs overlapping after it expires are safe, only wasteful: receipts are
+    deduplicated on their number and every step re-reads state.
     """
     lock = redis.Redis.from_url(runtime.redis_url()).lock(f"lock:{name}", timeout=timeout)
     if not lock.acquire(blocking=False):
