@@ -185,14 +185,20 @@ def demo_merchant_config() -> dict:
 
 
 def load_merchants() -> dict[str, Merchant]:
-    path = os.environ.get("MERCHANTS_FILE")
-    if not path:
+    """From MERCHANTS_TOML (the file's text in a config var, so keys stay out of the code) or
+    MERCHANTS_FILE; with neither, the built-in sandbox merchant."""
+    text, path = os.environ.get("MERCHANTS_TOML"), os.environ.get("MERCHANTS_FILE")
+    if not text and not path:
         return parse_merchants([demo_merchant_config()])
+    where = "MERCHANTS_TOML" if text else f"MERCHANTS_FILE {path}"
     try:
-        with open(path, "rb") as fh:
-            doc = tomllib.load(fh)
+        if text:
+            doc = tomllib.loads(text)
+        else:
+            with open(path, "rb") as fh:
+                doc = tomllib.load(fh)
     except (OSError, tomllib.TOMLDecodeError) as exc:
-        raise ConfigError(f"MERCHANTS_FILE {path}: {exc}") from None
-    if not doc.get("merchants"):
-        raise ConfigError(f"MERCHANTS_FILE {path}: no [[merchants]] table")
+        raise ConfigError(f"{where}: {exc}") from None
+    if not isinstance(doc.get("merchants"), list) or not doc["merchants"]:
+        raise ConfigError(f"{where}: no [[merchants]] table")
     return parse_merchants(doc["merchants"])

@@ -61,3 +61,13 @@ def test_an_unreadable_file_is_reported(monkeypatch, tmp_path):
     monkeypatch.setenv("MERCHANTS_FILE", str(bad))
     with pytest.raises(ConfigError, match="MERCHANTS_FILE"):
         load_merchants()
+
+
+def test_the_configuration_can_come_from_a_config_var(monkeypatch):
+    with open(EXAMPLE) as fh:
+        monkeypatch.setenv("MERCHANTS_TOML", fh.read())
+    monkeypatch.delenv("MERCHANTS_FILE", raising=False)
+    assert list(load_merchants()) == ["acme-apparel"]
+    monkeypatch.setenv("MERCHANTS_TOML", "merchants = 3")
+    with pytest.raises(ConfigError, match="MERCHANTS_TOML"):
+        load_merchants()
