@@ -368,6 +368,10 @@ def transmit_rma(ctx: Context, return_id: int) -> None:
         ret.rma_status = "TRANSMITTED"
         ret.transmitted_at = ctx.now()
         lc.transition(ret, lc.TRANSMITTED, "RMA transmitted in RLM", detail)
+        # A fast warehouse's receipt may have been polled before this commit: look at it now.
+        if s.scalar(select(Receipt.id).where(Receipt.merchant == ret.merchant,
+                                             Receipt.ra_number == ret.rma_number).limit(1)):
+            after_commit(s, lambda: ctx.enqueue("decide", return_id))
 
 
 # --- receipts and the decision ---------------------------------------------------------------
