@@ -97,9 +97,14 @@ def reconcile_loop(ctx: Context, merchant_name: str, overlap_s: float = 3600.0) 
     seen = 0
     for state in LOOP_LIST_STATES:
         for item in loop.iter_returns(start=start.strftime(fmt), end=now.strftime(fmt), state=state):
-            if _changed(ctx, merchant.name, item):
-                ingest_return(ctx, merchant, item, cause="found by the Loop returns pull")
-                seen += 1
+            news = _news(ctx, merchant.name, item)
+            if news is None:
+                continue
+            # A known return whose listed state differs: act only on what its details say now,
+            # as for webhooks (a list page is a snapshot, and may be stale by the time we act).
+            current = loop.get_return(str(item["id"])) if news == "changed" else item
+            ingest_return(ctx, merchant, current, cause="found by the Loop returns pull")
+            seen += 1
     with session_scope(ctx.sessions) as s:
         row = s.get(FeedCursor, (merchant.name, "loop_returns")) or FeedCursor(
             merchant=merchant.name, feed="loop_returns")
@@ -108,14 +113,15 @@ def reconcile_loop(ctx: Context, merchant_name: str, overlap_s: float = 3600.0) 
     return seen
 
 
-def _changed(ctx: Context, merchant: str, item: dict) -> bool:
+def _news(ctx: Context, merchant: str, item: dict) -> str | None:
+    """"new" (never seen), "changed" (its listed state differs from ours), or None."""
     with session_scope(ctx.sessions) as s:
         ret = s.scalar(select(Return).where(Return.merchant == merchant,
                                             Return.loop_return_id == str(item["id"])))
         if ret is None:
-            return True
+            return "new"
         state = (item.get("state") or "").lower()
-        return ret.loop_state != ("review" if state == "needs review" else state)
+        return "changed" if ret.loop_state != ("review" if state == "needs review" else state) else None
 
 
 def retry_return(ctx: Context, merchant: str, loop_return_id: str) -> str:
