@@ -10,7 +10,7 @@ from . import lifecycle as lc
 from .context import Context
 from .db import after_commit, session_scope
 from .models import FeedCursor, Receipt, Return, WebhookEvent
-from .pipeline import as_utc, ingest_return
+from .pipeline import as_utc, ingest_return, loop_state
 
 log = logging.getLogger(__name__)
 
@@ -120,8 +120,7 @@ def _news(ctx: Context, merchant: str, item: dict) -> str | None:
                                             Return.loop_return_id == str(item["id"])))
         if ret is None:
             return "new"
-        state = (item.get("state") or "").lower()
-        return "changed" if ret.loop_state != ("review" if state == "needs review" else state) else None
+        return "changed" if ret.loop_state != loop_state(item.get("state")) else None
 
 
 def retry_return(ctx: Context, merchant: str, loop_return_id: str) -> str:
