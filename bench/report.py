@@ -4,6 +4,7 @@ from __future__ import annotations
 from datetime import datetime
 
 from .common import Result, Row
+from .phases import PARSE, RELAY, SEND_TASK, STORE
 
 MARK = {True: "met", False: "**missed**", None: "-"}
 
@@ -73,78 +74,7 @@ def recommendations(by_name: dict[str, Result]) -> list[str]:
            "Changes in code this benchmark does not own, each with the figures behind it.", ""]
     recv = by_name.get("Receiver throughput")
     if recv and not recv.error:
-        x = recv.extra
-        ph = x.get("phases") or {}
-        lean = {r["path"]: r for r in x.get("lean") or []}
-        base = lean.get("/bench/noop")
-
-        def what_if(path: str) -> str:
-            r = lean.get(path)
-            if not r or not base:
-                return "(not measured)"
-            return (f"{r['rps']:.0f} req/s, {r['server_cpu_ms']:.2f} ms server CPU per delivery, "
-                    f"{r['rps'] / base['rps']:.2f} of the baseline")
-
-        today = x["best"]["/webhooks/loop/demo"]
-        at80 = x["open"][0]
-        today_base = x["best"]["/bench/noop"]
-        out += [
-            "### Receiver (`web/webhooks.py`, `integration/events.py`)",
-            "",
-            f"Today a delivery costs {today['server_cpu_ms']:.1f} ms of server CPU against "
-            f"{today_base['server_cpu_ms']:.2f} ms for the do-nothing baseline; that ratio, not I/O, is what "
-            f"caps throughput at {today['rps'] / today_base['rps']:.2f} of the baseline on 2 cores. In order of "
-            "gain for effort:",
-            "",
-            "1. **Build `LoopEventSchema` once** (`integration/events.py`): a module-level "
-            "`_SCHEMA = LoopEventSchema()` used by `parse_event`, instead of a new schema (and nested "
-            "`LineItemSchema`) per call; `load()` keeps no per-call state on the instance. "
-            + (f"Parsing drops from {ph.get('parse_event (a schema per call, today)', 0):.2f} ms to "
-               f"{ph.get('parse_event (one shared schema)', 0):.2f} ms of CPU per delivery." if ph else ""),
-            "2. **One Core statement to store** (`web/webhooks.py` `_store`): "
-            "`insert(WebhookEvent).values(...).on_conflict_do_nothing(index_elements=['merchant', "
-            "'dedupe_key']).returning(WebhookEvent.id)` (SQLite and PostgreSQL dialect inserts both have "
-            "it) inside `engine.begin()`, instead of an ORM unit of work and a caught `IntegrityError` for "
-            "duplicates. "
-            + (f"{ph.get('store: ORM add + commit (today)', 0):.2f} ms becomes "
-               f"{ph.get('store: one Core INSERT .. ON CONFLICT', 0):.2f} ms." if ph else "")
-            + f" With 1 and 2 (prototype `/bench/lean/<merchant>`): {what_if('/bench/lean/demo')}.",
-            "3. **Publish after the response, from the inbox (transactional outbox)**: Celery's "
-            + (f"`send_task` costs {ph.get('publish: Celery send_task (today)', 0):.2f} ms of CPU per "
-               "delivery, " if ph else "`send_task` is ")
-            + "the largest single step left. Let the request end at the commit of the `received` row "
-            "and have a relay publish `received` rows that are not yet published (a `published_at` "
-            "column and a partial index; a beat task every second or a small long-running relay "
-            "process, publishing a batch through one producer), with the sweeper as today's "
-            "backstop. The event is still stored durably before the 202; it is enqueued up to about a "
-            "second later, by a process that is not on the web dyno. With 1, 2 and 3 (prototype "
-            f"`/bench/lean-outbox/<merchant>`): {what_if('/bench/lean-outbox/demo')}.",
-            "4. To reach half of a do-nothing endpoint the receiver has to be little more than a "
-            "verified append: the floor measured here (`/bench/lean-raw/<merchant>`: signature, "
-            "`json.loads`, the dedupe fields read straight from the JSON, one prepared INSERT, no "
-            f"publish) is {what_if('/bench/lean-raw/demo')}. That moves schema validation to the "
-            "worker, so an unusable event would be answered 202 and failed in the inbox instead of "
-            "422: a change to the receiver's contract (README, *Receiver answers*) for the lead to "
-            "decide, not a tuning step.",
-            "",
-            f"p99 at 80% of the maximum: {_ms(at80['p99'])}, with p50 {_ms(at80['p50'])}. "
-            + ("The median stays low while a few deliveries wait far longer: most likely SQLite's "
-               "write lock (inferred, not measured directly). Eight threads in two processes take `BEGIN IMMEDIATE` in turn; one that "
-               "finds the lock taken sleeps in SQLite's busy handler (1, 2, 5, 10, ... up to 100 ms "
-               "per try) instead of being woken, and newcomers can take the lock meanwhile, so an "
-               "unlucky writer waits many rounds. "
-               if at80["p50"] < 0.050 else
-               "The median itself is high: at that rate the receiver had no CPU headroom left on the "
-               "shared cores and requests queued; the throughput changes above are the fix. SQLite's "
-               "write lock adds to the tail (a writer that finds it taken sleeps 1, 2, 5, ... up to 100 "
-               "ms per try instead of being woken). ")
-            + "Shorter transactions (2, 3) hold the lock for less time; with SQLite, serializing the "
-            "inbox insert inside each gunicorn process (a `threading.Lock` around the transaction) "
-            "would leave the busy handler only the contention between processes. PostgreSQL, the "
-            "production database, takes row locks for inserts and should not show this tail; running "
-            "this benchmark against it would confirm.",
-            "",
-        ]
+        out += _receiver(recv.extra)
     poll = by_name.get("Polling cost")
     if poll and not poll.error and poll.extra:
         sizes = sorted(poll.extra, key=int)
@@ -228,6 +158,74 @@ def recommendations(by_name: dict[str, Result]) -> list[str]:
             "",
         ]
     return out
+
+
+def _receiver(x: dict) -> list[str]:
+    now, now_base = x["best"]["/webhooks/loop/demo"], x["best"]["/bench/noop"]
+    lean = {r["path"]: r for r in x.get("lean") or []}
+    raw, base = lean.get("/bench/lean-raw/demo"), lean.get("/bench/noop")
+    floor = ("(not measured)" if not raw or not base else
+             f"{raw['rps']:.0f} req/s, {raw['server_cpu_ms']:.2f} ms server CPU per delivery, "
+             f"{raw['rps'] / base['rps']:.2f} of the baseline")
+    return [
+        "### Receiver (`web/webhooks.py`)",
+        "",
+        f"A delivery costs {now['server_cpu_ms']:.1f} ms of server CPU against "
+        f"{now_base['server_cpu_ms']:.2f} ms for the do-nothing baseline; that ratio, not I/O, is what "
+        f"caps throughput at {now['rps'] / now_base['rps']:.2f} of the baseline on 2 cores.",
+        "",
+        "In place already, so not recommended again: `LoopEventSchema` built once "
+        "(`integration/events.py`); the inbox row stored with one cached Core `INSERT .. ON CONFLICT "
+        "DO NOTHING RETURNING id` (`integration/inbox.py`); the broker message sent after the commit "
+        "by a relay thread in each process, several rows to a message (`web/relay.py`)."
+        + _step_costs(x.get("phases") or {}),
+        "",
+        "**What is left is a contract decision.** To reach half of a do-nothing endpoint the receiver "
+        "has to be little more than a verified append: the floor measured here "
+        "(`/bench/lean-raw/<merchant>`: signature, `json.loads`, the dedupe fields read straight from "
+        "the JSON, one prepared INSERT under the same lock, the same relay) is "
+        f"{floor}. That moves schema validation to the worker, so an unusable event would be answered "
+        "202 and failed in the inbox instead of 422: a change to the receiver's contract (README, "
+        "*Receiver answers*) for the lead to decide, not a tuning step.",
+        "",
+        _p99(x["open"][0]),
+        "",
+    ]
+
+
+def _step_costs(ph: dict) -> str:
+    """This run's CPU per delivery for the steps those changes made cheaper (if phases ran)."""
+    if not all(k in ph for k in (PARSE, STORE, RELAY, SEND_TASK)):
+        return ""
+    return (f" Measured per delivery: parsing {ph[PARSE]:.2f} ms, storing {ph[STORE]:.2f} ms, publishing "
+            f"{ph[RELAY]:.2f} ms through the relay against {ph[SEND_TASK]:.2f} ms for a `send_task` each.")
+
+
+def _p99(at80: dict) -> str:
+    text = f"p99 at 80% of the maximum: {_ms(at80['p99'])}, with p50 {_ms(at80['p50'])}. "
+    if at80["p99"] < 0.050:
+        text += ("Within the target: each process's receiver threads queue on a `threading.Lock` around "
+                 "the insert (`integration/inbox.py`) instead of sleeping in SQLite's busy handler. ")
+    elif at80["p50"] < 0.050:
+        text += ("The median stays low while a few deliveries wait far longer. Within a process the "
+                 "receiver's threads queue on a `threading.Lock` around the insert (`integration/inbox.py`) "
+                 "and are woken in turn, so what is left is contention between the two gunicorn "
+                 "processes: a writer that finds SQLite's write lock held by the other process sleeps in "
+                 "SQLite's busy handler (1, 2, 5, 10, ... up to 100 ms per try) instead of being woken; "
+                 "and the load generator, sharing the 2 cores, delays whichever thread it preempts "
+                 "(inferred, not measured directly). A lock shared by the two processes (say, a file "
+                 "lock next to the database) would remove the first cause, as code for SQLite only. ")
+    else:
+        text += ("The median itself is high: at that rate the receiver had no CPU headroom left on the 2 "
+                 "cores it shares with the load generator, and requests queued; only a cheaper request "
+                 "(the floor above) buys headroom. SQLite's busy handler adds to the tail only between "
+                 "the two gunicorn processes now, since each process's threads queue on the lock in "
+                 "`integration/inbox.py`. ")
+    text += ("PostgreSQL, the production database, has no single writer lock (inserts take row locks, "
+             "and `insert_event` takes no process lock there)")
+    if at80["p99"] < 0.050:
+        return text + "."
+    return text + "; running this benchmark against it would confirm that the tail is SQLite's."
 
 
 def _ms(seconds: float) -> str:

@@ -118,11 +118,16 @@ class LoopEventSchema(Schema):
             raise ValidationError("required", "id")
 
 
+# Built once: building a schema costs more than loading an event with it, and load() keeps
+# no state on the instance.
+_SCHEMA = LoopEventSchema()
+
+
 def parse_event(payload: Any) -> dict:
     """Validated, PII-free event dict; raises ValidationError with field messages."""
     if not isinstance(payload, dict):
         raise ValidationError("the body must be a JSON object")
-    event = _storable(LoopEventSchema().load(payload))
+    event = _storable(_SCHEMA.load(payload))
     # Only what RLM needs of the address is kept, and only until the RA exists.
     address = event.pop("address", None)
     if event["trigger"] == "return.created" and address:

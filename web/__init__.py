@@ -9,6 +9,8 @@ from flask import Flask
 from integration import logs
 from workers import runtime
 
+from .relay import Relay
+
 
 def create_app(test_config: dict | None = None) -> Flask:
     """`test_config` may supply SESSIONS, MERCHANTS, ADMIN_TOKEN, ENQUEUE_EVENT, ENQUEUE_STEP,
@@ -30,7 +32,7 @@ def create_app(test_config: dict | None = None) -> Flask:
     if "SESSIONS" not in given:
         app.config["SESSIONS"] = runtime.sessions()
     if "ENQUEUE_EVENT" not in given:
-        app.config["ENQUEUE_EVENT"] = _celery_enqueue
+        app.config["ENQUEUE_EVENT"] = _RELAY.submit
     if "ENQUEUE_STEP" not in given:
         app.config["ENQUEUE_STEP"] = _celery_enqueue_step
     if "REDIS_URL" not in given:
@@ -54,10 +56,13 @@ def create_app(test_config: dict | None = None) -> Flask:
     return app
 
 
-def _celery_enqueue(event_id: int) -> None:
-    from workers.tasks import enqueue
+def _celery_publish_events(event_ids: list[int]) -> None:
+    from workers.tasks import publish_events
 
-    enqueue("handle_event", event_id)
+    publish_events(event_ids)
+
+
+_RELAY = Relay(_celery_publish_events)
 
 
 def _celery_enqueue_step(step: str, return_id: int) -> None:

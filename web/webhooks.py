@@ -7,10 +7,9 @@ import logging
 
 from flask import Blueprint, current_app, jsonify, request
 from marshmallow import ValidationError
-from sqlalchemy.exc import IntegrityError
 
 from integration.events import HANDLED_TOPICS, dedupe_key, parse_event
-from integration.models import WebhookEvent
+from integration.inbox import insert_event
 from integration.signature import verify
 
 bp = Blueprint("webhooks", __name__)
@@ -58,29 +57,16 @@ def _not_json(constant: str):
 
 def _store(merchant: str, key: str, body_hash: str, event: dict | None, status: str,
            error: str | None = None) -> int | None:
-    """Insert the inbox row; enqueue its processing only once the row is committed."""
-    sessions = current_app.config["SESSIONS"]
-    enqueue = current_app.config["ENQUEUE_EVENT"]
-    session = sessions()
-    try:
-        row = WebhookEvent(merchant=merchant, dedupe_key=key, body_sha256=body_hash, status=status,
-                           topic=(event or {}).get("topic"), trigger=(event or {}).get("trigger"),
-                           loop_return_id=(event or {}).get("loop_return_id"), payload=event,
-                           last_error=error)
-        session.add(row)
+    """Insert and commit the inbox row; only then hand it on for processing."""
+    engine = current_app.config["SESSIONS"].kw["bind"]
+    row_id = insert_event(engine, merchant=merchant, dedupe_key=key, body_sha256=body_hash,
+                          status=status, event=event, error=error)
+    if row_id is not None and status == "received":
         try:
-            session.commit()
-        except IntegrityError:
-            session.rollback()
-            return None
-        if status == "received":
-            try:
-                enqueue(row.id)
-            except Exception:  # broker down: the row stays `received` and the sweeper picks it up
-                log.exception("webhook.enqueue_failed event_id=%s", row.id)
-        return row.id
-    finally:
-        session.close()
+            current_app.config["ENQUEUE_EVENT"](row_id)
+        except Exception:  # broker down: the row stays `received` and the sweeper picks it up
+            log.exception("webhook.enqueue_failed event_id=%s", row_id)
+    return row_id
 
 
 def _answer(status: int, message: str):

@@ -38,6 +38,14 @@ def enqueue(step: str, target_id) -> None:
     app.send_task(STEP_TASK_NAMES[step], args=[target_id])
 
 
+def publish_events(event_ids: list[int]) -> None:
+    """Hand stored inbox rows to the workers: one message for a row, one for a batch of them."""
+    if len(event_ids) == 1:
+        enqueue("handle_event", event_ids[0])
+    else:
+        app.send_task("inbox.dispatch_events", args=[event_ids])
+
+
 def context() -> Context:
     global _context
     if _context is None:
@@ -73,6 +81,17 @@ def handle_event(self, event_id: int) -> None:
         if self.request.retries >= self.max_retries:
             pipeline.fail_event(context(), event_id, f"gave up after retries: {exc}")
             return
+        _retry(self, exc)
+
+
+@app.task(name="inbox.dispatch_events", bind=True, acks_late=True, max_retries=MAX_RETRIES)
+def dispatch_events(self, event_ids: list[int]) -> None:
+    """Fan a receiver's batch out into one handle_event per row, so each keeps its own retries
+    (sent twice, a row is handled once: handle_event re-reads its status)."""
+    try:
+        for event_id in event_ids:
+            enqueue("handle_event", event_id)
+    except Exception as exc:  # broker trouble mid-way: send the whole batch again later
         _retry(self, exc)
 
 

@@ -7,10 +7,12 @@ import json
 import pytest
 import requests
 
+from integration.signature import sign
 from stack.demo import SCENARIOS, Demo, Scenario, Tracked
 
 from .helpers import (
     celery_for,
+    loop_record,
     new_return,
     our_view,
     ras_for,
@@ -178,3 +180,41 @@ def _event_statuses(stack, loop_id):
 
     db = sqlite3.connect(stack.env["DATABASE_URL"].split("///", 1)[1])
     return {r[0] for r in db.execute("select status from webhook_events where loop_return_id = ?", (loop_id,))}
+
+
+def test_a_burst_of_deliveries_all_reach_the_workers(stack):
+    """Thirty returns created in Loop while we were away, delivered at once from eight
+    connections: the receiver's relay sends them on several to a message, and every one is
+    handled and gets its RMA."""
+    import sqlite3
+    from concurrent.futures import ThreadPoolExecutor
+
+    demo = Demo(stack)
+    with demo.created_webhook_off():
+        loop_ids = [new_return(stack, 300 + i) for i in range(30)]
+    secret = stack.env["LOOP_WEBHOOK_SECRET"]
+    url = f"{stack.url('web')}/webhooks/loop/demo"
+
+    bodies = [json.dumps({"topic": "return", "trigger": "return.created",
+                          **{k: v for k, v in loop_record(stack, loop_id).items() if k not in _SIM_ONLY}}
+                         ).encode() for loop_id in loop_ids]
+
+    def deliver(body):
+        return requests.post(url, data=body, timeout=10, headers={
+            "Content-Type": "application/json", "X-Loop-Signature": sign(secret, body)}).status_code
+
+    with ThreadPoolExecutor(8) as pool:
+        assert set(pool.map(deliver, bodies)) == {202}
+    for loop_id in loop_ids:
+        wait_for_state(stack, loop_id, {"rma_created", "transmitted"}, timeout=90)
+        assert ras_for(stack, loop_id) == 1
+    worker_logs = "".join(p.read_text(errors="replace") for p in (stack.workdir / "logs").glob("*worker*.log"))
+    assert "inbox.dispatch_events" in worker_logs  # some arrived close enough to share a message
+    db = sqlite3.connect(stack.env["DATABASE_URL"].split("///", 1)[1])
+    marks = ",".join("?" * len(loop_ids))
+    statuses = db.execute(f"select status from webhook_events where trigger = 'return.created' "
+                          f"and loop_return_id in ({marks})", loop_ids).fetchall()
+    assert sorted(s for (s,) in statuses) == ["done"] * 30
+
+
+_SIM_ONLY = ("actions", "history", "notes", "process_data", "processing_pending", "removed_line_items")
