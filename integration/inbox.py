@@ -1,7 +1,10 @@
 """The webhook inbox row: one INSERT per delivery, a repeat answered by the unique key."""
 from __future__ import annotations
 
+import fcntl
+import os
 import threading
+from contextlib import contextmanager
 
 from sqlalchemy import bindparam
 from sqlalchemy.dialects import postgresql, sqlite
@@ -24,9 +27,28 @@ def _insert(dialect):
 
 _INSERTS = {"sqlite": _insert(sqlite), "postgresql": _insert(postgresql)}
 # SQLite has one writer at a time, and a writer that finds the lock taken sleeps in SQLite's busy
-# handler (1, 2, 5 ... 100 ms per try) rather than being woken: the receiver's threads queue here
-# instead, so only writers in other processes can make one wait.
+# handler (1, 2, 5 ... 100 ms per try) rather than being woken, so a few deliveries waited far
+# longer than the rest. The receiver's writers queue instead: its threads on a lock, its
+# processes on a file lock beside the database (the kernel wakes the next one at once).
 _SQLITE_WRITER = threading.Lock()
+_lock_files: dict[tuple[int, str], int] = {}
+
+
+@contextmanager
+def _sqlite_writer(engine: Engine):
+    path = engine.url.database
+    with _SQLITE_WRITER:
+        if not path or path == ":memory:":
+            yield
+            return
+        key = (os.getpid(), path)  # opened per process: a descriptor inherited over fork shares its lock
+        if key not in _lock_files:
+            _lock_files[key] = os.open(f"{path}.inbox-lock", os.O_RDWR | os.O_CREAT, 0o600)
+        fcntl.flock(_lock_files[key], fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(_lock_files[key], fcntl.LOCK_UN)
 
 
 def insert_event(engine: Engine, *, merchant: str, dedupe_key: str, body_sha256: str, status: str,
@@ -41,5 +63,5 @@ def insert_event(engine: Engine, *, merchant: str, dedupe_key: str, body_sha256:
     if engine.dialect.name != "sqlite":
         with engine.begin() as conn:
             return conn.execute(_INSERTS[engine.dialect.name], row).scalar()
-    with _SQLITE_WRITER, engine.begin() as conn:
+    with _sqlite_writer(engine), engine.begin() as conn:
         return conn.execute(_INSERTS["sqlite"], row).scalar()
