@@ -280,9 +280,8 @@ def main(returns: int = 1000, limit: int = 600, concurrency: int = 12, progress=
             f"End to end, the burst of {returns} completes at {end_to_end:.0f}/min, {end_to_end / bound:.0%} of "
             f"the bound: the first Loop action comes {acted[0]:.0f} s in (every RA is created and transmitted "
             f"first, at RLM's latency), and completions trail the Loop actions (90% of actions by "
-            f"{q(acted, 0.9):.0f} s, 90% of completions by {q(done, 0.9):.0f} s) because Loop's "
-            "`return.closed` webhooks are handled by `loop.handle_event`, which queues on `loop` behind "
-            "every `act_in_loop` waiting for the rate limit.")
+            f"{q(acted, 0.9):.0f} s, 90% of completions by {q(done, 0.9):.0f} s): a return completes "
+            "only after Loop's `return.closed` webhook for it and the RMA's close call in RLM.")
     result.extra = {k: v for k, v in data.items() if k not in ("completion_times", "actioned_times")}
     result.extra["steady_per_min"] = steady
     result.extra["bound_per_min"] = bound

@@ -75,33 +75,6 @@ def recommendations(by_name: dict[str, Result]) -> list[str]:
     recv = by_name.get("Receiver throughput")
     if recv and not recv.error:
         out += _receiver(recv.extra)
-    poll = by_name.get("Polling cost")
-    if poll and not poll.error and poll.extra:
-        sizes = sorted(poll.extra, key=int)
-        small, large = poll.extra[sizes[0]], poll.extra[sizes[-1]]
-        out += [
-            "### Receipt lookups (`integration/models.py` and a new migration)",
-            "",
-            "`_store_receipts` finds the returns that got receipts with `merchant = ? AND rma_number IN (...)`, "
-            "and `decide` and the sweep find an RA's receipts with `merchant = ? AND ra_number = ?`. "
-            "Without statistics SQLite serves both through the unique index that starts with `merchant` "
-            "(`uq_returns_loop_id`, `uq_receipts_number`), so each reads every row of the merchant: "
-            f"`{large['plans'].get('returns by RMA number (poll_receipts)', '')}`. The lookup took "
-            f"{small['lookup_cpu_s'] * 1000:.1f} ms of a cycle at {int(sizes[0]):,} open RMAs and "
-            f"{large['lookup_cpu_s'] * 1000:.1f} ms at {int(sizes[-1]):,}, and the receipts table only "
-            "grows (every return's receipts stay), so every `decide` slows down with the merchant's "
-            "history too. Add composite indexes `(merchant, rma_number)` on `returns` and "
-            "`(merchant, ra_number)` on `receipts` (in the models' `__table_args__` and an Alembic "
-            "migration). Checked by hand on this run's 100,000-return database: with the index the "
-            "lookup of 100 RMAs went from about 75 ms to 0.07 ms (`SEARCH returns USING COVERING "
-            "INDEX ... (merchant=? AND rma_number=?)`); `ANALYZE` alone also fixes the plan, but only "
-            "until the data changes shape, and PostgreSQL benefits from the same indexes. The sweep's "
-            "unseen-receipt check runs the receipts lookup once per `transmitted` return "
-            f"({small['sweep']['cpu_s'] * 1000:.0f} ms of CPU at {int(sizes[0]):,} open RMAs, "
-            f"{large['sweep']['cpu_s'] * 1000:.0f} ms at {int(sizes[-1]):,}, every SWEEP_INTERVAL_S) and "
-            "gains from the second index too.",
-            "",
-        ]
     pipe = by_name.get("Pipeline throughput under Loop's limit")
     if pipe and not pipe.error and pipe.extra.get("completed"):
         x = pipe.extra
@@ -110,18 +83,7 @@ def recommendations(by_name: dict[str, Result]) -> list[str]:
         out += [
             "### Pipeline (`workers/names.py`, `integration/pipeline.py`)",
             "",
-            "1. **Take `loop.handle_event` off the `loop` queue.** Its name routes it to `loop` "
-            "(`loop.*` in `TASK_ROUTES`, `workers/names.py`), so Loop's own `return.closed` webhooks wait behind every "
-            "`act_in_loop` that is waiting for a rate-limit slot, and a return's completion trails its "
-            f"Loop action by the length of that backlog (here the end-to-end rate is "
-            f"{x['end_to_end_per_min']:.0f}/min against {x['steady_per_min']:.0f}/min at the Loop stage). "
-            "Give it a queue of its own: `\"loop.handle_event\": {\"queue\": \"events\"}` in "
-            "`TASK_ROUTES` (an exact name wins over the `loop.*` glob) and `-Q loop,events` for "
-            "`loopworker` (Procfile, Procfile.dev, `stack/processes.py`); kombu takes from a worker's "
-            "queues in turn, so an event no longer waits for the whole `act_in_loop` backlog. The "
-            "handler calls Loop only to re-read a return on some `return.updated` webhooks, and then "
-            "still takes its slot from the shared token bucket, so the limit holds.",
-            f"2. **Each return costs {x['loop']['total'] / x['completed']:.2f} Loop calls**: "
+            f"1. **Each return costs {x['loop']['total'] / x['completed']:.2f} Loop calls**: "
             f"`act_in_loop` reads the return ({details} `details` calls) before it processes it. The "
             "read guards against acting on a return a person changed, but Loop already refuses to "
             "process a return that is not open, and `_call_action` re-reads on any refusal. Acting "
@@ -129,7 +91,7 @@ def recommendations(by_name: dict[str, Result]) -> list[str]:
             f"double the bound, from {real_bound(x):.0f} to {2 * real_bound(x):.0f} returns a minute at "
             "Loop's real 300/min: the single largest gain available under the limit, and a change to "
             "the pipeline's safety argument for its owner to weigh.",
-            f"3. **Size `worker` for RLM's latency.** Each return makes "
+            f"2. **Size `worker` for RLM's latency.** Each return makes "
             f"{sum(x['rlm_calls'].values()) / x['completed']:.1f} RLM calls (150 ms each here) on the "
             "`erp` queue, so `worker` moves about concurrency x 60 / (calls x latency) returns a minute, "
             "and that must stay above the Loop bound or the Loop budget goes unused: with 8 processes "
@@ -137,16 +99,7 @@ def recommendations(by_name: dict[str, Result]) -> list[str]:
             f"Loop stage had a backlog; with {x['concurrency']} the first Loop action came "
             f"{x['first_action_s']:.0f} s in. At Loop's real 300/min (150 returns a minute) the "
             "Procfile's 4 processes are enough at this latency.",
-            "4. **A receipt can slip past `decide`** (`integration/pipeline.py`). `transmit_rma` commits "
-            "`transmitted` only after RLM's transmit call returns; a receipt polled in between is "
-            "stored while the return is still `rma_created`, the `decide` it triggers returns without "
-            "doing anything, and no other `decide` comes until the sweeper's unseen-receipt check after "
-            "STUCK_AFTER_S (15 minutes in production). Found while building this benchmark: with the "
-            "sandbox's 3PL receiving at the very moment of transmit, 12 of 1,000 returns waited for the "
-            "sweeper. Real parcels take days, so production rarely meets it, but RLM's auto-transmit "
-            "(`create_rma`) has the same window. Fix: after committing `transmitted` (in both steps), "
-            "enqueue `decide` if receipts for the RA are already stored.",
-            "5. Not measured here (this run keeps STUCK_AFTER_S at 900 s), a risk at a real peak: a "
+            "3. Not measured here (this run keeps STUCK_AFTER_S at 900 s), a risk at a real peak: a "
             "`decided` return whose `act_in_loop` waits in the `loop` queue longer than STUCK_AFTER_S is "
             "re-driven by the sweeper (`decided` is an active step), which queues a duplicate each "
             "time (harmless: it finds the return acted on) and counts an attempt; after "

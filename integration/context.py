@@ -25,6 +25,8 @@ class Context:
     enqueue: Enqueue
     now: Callable[[], datetime] = utcnow
     loop_limiter_for: Callable[[Merchant], object] | None = None
+    # How many Loop actions wait in the broker for a rate-limit slot (None: unknown).
+    loop_backlog: Callable[[], int | None] = lambda: None
     _loop: dict[str, LoopClient] = field(default_factory=dict)
     _rlm: dict[str, RlmClient] = field(default_factory=dict)
 

@@ -11,6 +11,7 @@ import socket
 import subprocess
 import time
 from pathlib import Path
+from typing import Callable
 
 import redis
 
@@ -43,19 +44,26 @@ def start_valkey(workdir: Path, port: int | None = None, *, persistence: bool = 
 
 
 def wait_for_redis(url: str, timeout: float = 15.0, proc: subprocess.Popen | None = None) -> None:
-    deadline = time.monotonic() + timeout
     client = redis.Redis.from_url(url, socket_connect_timeout=0.5)
+    wait_until(client.ping, redis.RedisError, proc=proc, timeout=timeout, what=f"a Redis server at {url}",
+               interval=0.05)
+
+
+def wait_until(probe: Callable[[], object], errors: type[Exception] | tuple[type[Exception], ...], *,
+               proc: subprocess.Popen | None, timeout: float, what: str, interval: float = 0.1) -> None:
+    """Poll `probe` until it returns something true; fail early if `proc` (what serves it) exits."""
+    deadline = time.monotonic() + timeout
     while True:
         try:
-            if client.ping():
+            if probe():
                 return
-        except redis.RedisError:
+        except errors:
             pass
         if proc is not None and proc.poll() is not None:
-            raise RuntimeError(f"the embedded Redis server exited with code {proc.returncode}")
+            raise RuntimeError(f"the process for {what} exited with code {proc.returncode}")
         if time.monotonic() > deadline:
-            raise RuntimeError(f"no Redis server answered at {url}")
-        time.sleep(0.05)
+            raise RuntimeError(f"{what} did not answer within {timeout:g} s")
+        time.sleep(interval)
 
 
 def with_tls_defaults(url: str) -> str:

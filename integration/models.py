@@ -7,11 +7,13 @@ from sqlalchemy import (
     JSON,
     DateTime,
     ForeignKey,
+    Index,
     Integer,
     String,
     Text,
     UniqueConstraint,
     func,
+    select,
 )
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
 
@@ -50,7 +52,11 @@ class Return(Base):
     """One Loop return and its RMA; `state` is our lifecycle (see integration.lifecycle)."""
 
     __tablename__ = "returns"
-    __table_args__ = (UniqueConstraint("merchant", "loop_return_id", name="uq_returns_loop_id"),)
+    __table_args__ = (
+        UniqueConstraint("merchant", "loop_return_id", name="uq_returns_loop_id"),
+        # Receipts name the RA, not the return: found by (merchant, RA) at any number of returns.
+        Index("ix_returns_merchant_rma_number", "merchant", "rma_number"),
+    )
 
     id: Mapped[int] = mapped_column(primary_key=True)
     merchant: Mapped[str] = mapped_column(String(64))
@@ -65,7 +71,7 @@ class Return(Base):
     # One entry per Loop unit: line_item_id, sku, barcode, price, discount, reasons, title.
     units: Mapped[list] = mapped_column(JSON, default=list)
     ship_from: Mapped[dict | None] = mapped_column(JSON)
-    rma_number: Mapped[int | None] = mapped_column(Integer, index=True)
+    rma_number: Mapped[int | None] = mapped_column(Integer)
     rma_status: Mapped[str | None] = mapped_column(String(24))
     # RA lines as RLM stored them: line_number, sku, upc, qty_authorized, unit_price, refs.
     rma_lines: Mapped[list] = mapped_column(JSON, default=list)
@@ -113,12 +119,13 @@ class Receipt(Base):
     __tablename__ = "receipts"
     __table_args__ = (
         UniqueConstraint("merchant", "receipt_number", name="uq_receipts_number"),
+        Index("ix_receipts_merchant_ra_number", "merchant", "ra_number"),
     )
 
     id: Mapped[int] = mapped_column(primary_key=True)
     merchant: Mapped[str] = mapped_column(String(64))
     receipt_number: Mapped[int] = mapped_column(Integer)
-    ra_number: Mapped[int] = mapped_column(Integer, index=True)
+    ra_number: Mapped[int] = mapped_column(Integer)
     received_at: Mapped[str | None] = mapped_column(String(40))
     lines: Mapped[list] = mapped_column(JSON, default=list)
     stored_at: Mapped[datetime] = mapped_column(default=utcnow)
@@ -135,6 +142,15 @@ class FeedCursor(Base):
     updated_at: Mapped[datetime] = mapped_column(default=utcnow, onupdate=utcnow)
 
 
+def receipts_for(session, merchant: str, ra_number: int | None) -> list[Receipt]:
+    """The receipts posted against one RA, in the order RLM numbered them."""
+    if ra_number is None:
+        return []
+    return list(session.scalars(select(Receipt).where(Receipt.merchant == merchant,
+                                                      Receipt.ra_number == ra_number)
+                                .order_by(Receipt.receipt_number)))
+
+
 def create_all(engine) -> None:
     Base.metadata.create_all(engine)
 
@@ -147,6 +163,7 @@ __all__ = [
     "Receipt",
     "FeedCursor",
     "create_all",
+    "receipts_for",
     "utcnow",
     "func",
 ]

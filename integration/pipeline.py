@@ -34,7 +34,7 @@ from .mapping import (
 )
 from .grading import grades
 from .merchants import Merchant
-from .models import FeedCursor, Receipt, Return, WebhookEvent
+from .models import FeedCursor, Receipt, Return, WebhookEvent, receipts_for
 from .notes import flag_note
 from .ratelimit import MAX_WAIT_S as LIMITER_MAX_WAIT_S
 
@@ -307,6 +307,7 @@ def create_rma(ctx: Context, return_id: int) -> None:
         lc.transition(ret, target, f"RMA {verb} in RLM", f"RA {ret.rma_number}, status {ra.get('status')}")
         if target == lc.TRANSMITTED:
             ret.transmitted_at = ctx.now()
+            _decide_if_receipts_waiting(ctx, s, ret)
         _enqueue_next(ctx, s, ret)
 
 
@@ -368,10 +369,15 @@ def transmit_rma(ctx: Context, return_id: int) -> None:
         ret.rma_status = "TRANSMITTED"
         ret.transmitted_at = ctx.now()
         lc.transition(ret, lc.TRANSMITTED, "RMA transmitted in RLM", detail)
-        # A fast warehouse's receipt may have been polled before this commit: look at it now.
-        if s.scalar(select(Receipt.id).where(Receipt.merchant == ret.merchant,
-                                             Receipt.ra_number == ret.rma_number).limit(1)):
-            after_commit(s, lambda: ctx.enqueue("decide", return_id))
+        _decide_if_receipts_waiting(ctx, s, ret)
+
+
+def _decide_if_receipts_waiting(ctx: Context, s: Session, ret: Return) -> None:
+    """A fast warehouse's receipt may have been polled before the RA became `transmitted` here
+    (the poll found no return waiting for it): look at it now rather than at the next sweep."""
+    if receipts_for(s, ret.merchant, ret.rma_number):
+        return_id = ret.id
+        after_commit(s, lambda: ctx.enqueue("decide", return_id))
 
 
 # --- receipts and the decision ---------------------------------------------------------------
@@ -426,9 +432,8 @@ def decide(ctx: Context, return_id: int) -> None:
         if ret is None or ret.state not in lc.WAITING_FOR_GOODS:
             return
         merchant = ctx.merchant(ret.merchant)
-        receipts = [{"lines": r.lines, "received_at": r.received_at} for r in s.scalars(
-            select(Receipt).where(Receipt.merchant == ret.merchant,
-                                  Receipt.ra_number == ret.rma_number).order_by(Receipt.receipt_number))]
+        receipts = [{"lines": r.lines, "received_at": r.received_at}
+                    for r in receipts_for(s, ret.merchant, ret.rma_number)]
         _advance_receiving(ret, receipts)
         decision = rules.decide(
             ret.rma_lines, receipts, merchant.criteria, now=ctx.now(),
@@ -594,8 +599,7 @@ def _grade(ctx: Context, loop, merchant: Merchant, snap: Return) -> str | None:
                                                                     rules.REMOVE_AND_PROCESS):
         return None
     with session_scope(ctx.sessions) as s:
-        receipts = [{"lines": r.lines} for r in s.scalars(select(Receipt).where(
-            Receipt.merchant == snap.merchant, Receipt.ra_number == snap.rma_number))]
+        receipts = [{"lines": r.lines} for r in receipts_for(s, snap.merchant, snap.rma_number)]
     items = grades(snap.rma_lines, receipts, ctx.now())
     try:
         loop.grade(items)

@@ -4,7 +4,7 @@ from __future__ import annotations
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from .models import Receipt, Return
+from .models import Return, receipts_for
 
 
 def find_return(session: Session, merchant: str, loop_return_id: str) -> Return | None:
@@ -18,14 +18,9 @@ def _iso(value) -> str | None:
 
 def return_view(ret: Return) -> dict:
     session = Session.object_session(ret)
-    receipts = []
-    if session is not None and ret.rma_number is not None:
-        receipts = [
-            {"receipt_number": r.receipt_number, "received_at": r.received_at, "lines": r.lines}
-            for r in session.scalars(select(Receipt).where(
-                Receipt.merchant == ret.merchant, Receipt.ra_number == ret.rma_number)
-                .order_by(Receipt.receipt_number))
-        ]
+    receipts = [] if session is None else [
+        {"receipt_number": r.receipt_number, "received_at": r.received_at, "lines": r.lines}
+        for r in receipts_for(session, ret.merchant, ret.rma_number)]
     detail = ret.decision_detail or {}
     return {
         "merchant": ret.merchant,

@@ -20,7 +20,7 @@ from pathlib import Path
 import redis
 import requests
 
-from integration.embedded_redis import free_port, start_valkey
+from integration.embedded_redis import free_port, start_valkey, wait_until
 from integration.loop_client import LoopClient
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -238,15 +238,5 @@ class Stack:
 
 
 def wait_http(url: str, proc: subprocess.Popen | None = None, timeout: float = 30.0) -> None:
-    deadline = time.monotonic() + timeout
-    while True:
-        try:
-            if requests.get(url, timeout=1).status_code < 500:
-                return
-        except requests.RequestException:
-            pass
-        if proc is not None and proc.poll() is not None:
-            raise RuntimeError(f"process for {url} exited with code {proc.returncode}")
-        if time.monotonic() > deadline:
-            raise RuntimeError(f"{url} did not answer within {timeout:.0f} s")
-        time.sleep(0.1)
+    wait_until(lambda: requests.get(url, timeout=1).status_code < 500, requests.RequestException,
+               proc=proc, timeout=timeout, what=url)

@@ -51,7 +51,7 @@ def context() -> Context:
     if _context is None:
         _context = Context(settings=runtime.settings(), merchants=runtime.merchants(),
                            sessions=runtime.sessions(), enqueue=enqueue,
-                           loop_limiter_for=_loop_limiter)
+                           loop_limiter_for=_loop_limiter, loop_backlog=_loop_backlog)
     return _context
 
 
@@ -59,6 +59,14 @@ def _loop_limiter(merchant) -> TokenBucket:
     client = redis.Redis.from_url(runtime.redis_url())
     return TokenBucket(client, bucket_name("loop", merchant.loop_api_key),
                        runtime.settings().loop_requests_per_minute)
+
+
+def _loop_backlog() -> int | None:
+    """Messages waiting on the `loop` queue (the Redis transport keeps a queue as a list)."""
+    try:
+        return redis.Redis.from_url(runtime.redis_url()).llen("loop")
+    except redis.RedisError:
+        return None
 
 
 def backoff(retries: int, retry_after: float | None = None) -> float:

@@ -219,3 +219,47 @@ def test_received_conditions_go_to_loops_grading_when_the_merchant_wants_them(ha
         assert ret.decision == "flag"
         graded = [t.detail for t in ret.timeline if t.cause == "conditions sent to Loop's grading"]
     assert graded == ["3 unit(s) graded"]
+
+
+def _decided_and_waiting_for_loop(h):
+    """A return decided whose Loop action message never runs (lost, or queued behind others)."""
+    loop_id, rid, ra = to_transmitted(h)
+    h.receive(ra, "exact")
+    h.poll()
+    while h.queue and h.queue[0][0] != "act_in_loop":
+        h.drain(limit=1)
+    assert h.ret(rid).state == lc.DECIDED
+    h.queue.clear()
+    return rid
+
+
+def test_a_decided_return_whose_action_keeps_vanishing_is_re_driven_then_parked(harness_for):
+    h = harness_for()
+    rid = _decided_and_waiting_for_loop(h)
+    limit = h.ctx.settings.max_event_attempts
+    stuck = h.ctx.settings.stuck_after_s
+    for n in range(1, limit + 1):
+        later(h, n * (stuck + 1))
+        assert sweep(h.ctx)["steps"] == 1
+        assert h.queue == [("act_in_loop", rid)]
+        h.queue.clear()  # lost again
+    later(h, (limit + 1) * (stuck + 1))
+    assert sweep(h.ctx)["parked"] == 1
+    ret = h.ret(rid)
+    assert ret.state == lc.NEEDS_ATTENTION and ret.attention_step == "act_in_loop"
+    assert f"did not complete after {limit} attempts" in ret.attention_reason
+
+
+def test_a_decided_return_waiting_its_turn_behind_loops_rate_limit_is_left_alone(harness_for):
+    h = harness_for()
+    rid = _decided_and_waiting_for_loop(h)
+    settings = h.ctx.settings
+    # More actions queued than Loop lets through in STUCK_AFTER_S (two calls each).
+    h.ctx.loop_backlog = lambda: int(settings.loop_requests_per_minute * settings.stuck_after_s / 60)
+    for n in range(1, settings.max_event_attempts + 3):
+        later(h, n * (settings.stuck_after_s + 1))
+        assert sweep(h.ctx) == {"events": 0, "steps": 0, "due": 0, "parked": 0}
+    assert h.ret(rid).state == lc.DECIDED and h.queue == []
+    h.ctx.loop_backlog = lambda: 3  # the queue drained without reaching it: it was lost after all
+    later(h, (settings.max_event_attempts + 3) * (settings.stuck_after_s + 1))
+    assert sweep(h.ctx)["steps"] == 1 and h.queue == [("act_in_loop", rid)]
