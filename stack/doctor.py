@@ -1,0 +1,211 @@
+"""`rlm-loop doctor`: check configuration and reach Loop, RLM, Redis and the database."""
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from typing import Callable
+from urllib.parse import urlsplit, urlunsplit
+
+import redis
+from sqlalchemy import inspect as sql_inspect
+from sqlalchemy import text
+
+from integration.context import Context
+from integration.db import get_engine
+from integration.embedded_redis import ensure_redis_url
+from integration.errors import UpstreamError
+from integration.merchants import ConfigError, Merchant, load_merchants
+from integration.settings import Settings
+from workers.names import QUEUES, publisher
+
+from .processes import WEBHOOK_TRIGGERS
+from .schema import alembic_config
+
+DEMO_SECRETS = {"demo-loop-key", "demo-webhook-secret", "demo-rlm-key"}
+
+
+def merchant_problems(m: Merchant, production: bool) -> list[str]:
+    """What a valid but unfit-for-production merchant configuration gets wrong."""
+    if not production:
+        return []
+    found = []
+    for system, url in (("Loop", m.loop_base_url), ("RLM", m.rlm_base_url)):
+        if not url.startswith("https://"):
+            found.append(f"{system} URL {url} is not https")
+    if {m.loop_api_key, m.rlm_key, *m.webhook_secrets} & DEMO_SECRETS:
+        found.append("a key or webhook secret is still a sandbox default")
+    return found
+
+
+@dataclass
+class Check:
+    name: str
+    status: str  # ok | warn | FAIL
+    detail: str
+
+
+def run_checks(settings: Settings, context_for: Callable[[dict[str, Merchant]], Context]) -> list[Check]:
+    """Every check, in order; `context_for(merchants)` builds a Context that publishes nothing."""
+    checks: list[Check] = []
+    checks += _check_environment(settings)
+    try:
+        merchants = load_merchants()
+        checks.append(Check("merchants", "ok", f"{len(merchants)} configured: {', '.join(merchants)}"))
+    except ConfigError as exc:
+        merchants = {}
+        checks.append(Check("merchants", "FAIL", str(exc)))
+    checks += _check_database(settings)
+    redis_url = _check_redis(settings, checks)
+    if redis_url:
+        checks += _check_processes(redis_url)
+    ctx = context_for(merchants)
+    for m in merchants.values():
+        checks += [Check(f"{m.name}: config", "FAIL", p) for p in merchant_problems(m, settings.production)]
+        checks.append(_check_loop(ctx, m))
+        checks += _check_rlm(ctx, m)
+    return checks
+
+
+def _check_environment(settings: Settings) -> list[Check]:
+    env = "production" if settings.production else "development"
+    checks = [Check("environment", "ok", f"APP_ENV={env}, DATA_DIR={settings.data_dir}")]
+    token = "ok" if settings.admin_token else ("FAIL" if settings.production else "warn")
+    checks.append(Check("ADMIN_TOKEN", token, "set" if settings.admin_token else
+                        "unset: the operator API and pages are disabled"
+                        + (" and the web process refuses to start" if settings.production else "")))
+    if settings.production:
+        if settings.database_url.startswith("sqlite"):
+            checks.append(Check("DATABASE_URL", "FAIL", "unset or SQLite: production needs PostgreSQL "
+                                "(dyno disks are not shared and not kept)"))
+        if not settings.redis_url:
+            checks.append(Check("REDIS_URL", "FAIL", "unset: production needs a Redis add-on"))
+        if not os.environ.get("FLOWER_BASIC_AUTH"):
+            checks.append(Check("FLOWER_BASIC_AUTH", "warn", "unset: the flower process refuses to start"))
+    return checks
+
+
+def _check_database(settings: Settings) -> list[Check]:
+    from alembic.runtime.migration import MigrationContext
+    from alembic.script import ScriptDirectory
+
+    where = _redact(settings.database_url)
+    try:
+        with get_engine(settings.database_url).connect() as conn:
+            conn.execute(text("SELECT 1"))
+            current = MigrationContext.configure(conn).get_current_revision()
+            tables = set(sql_inspect(conn).get_table_names())
+    except Exception as exc:  # any driver error: report it, the next checks still run
+        return [Check("database", "FAIL", f"cannot connect to {where}: {type(exc).__name__}: {exc}")]
+    head = ScriptDirectory.from_config(alembic_config(settings.database_url)).get_current_head()
+    checks = [Check("database", "ok", f"connected to {where}")]
+    if current == head:
+        checks.append(Check("schema", "ok", f"at migration {head}"))
+    elif current is None and "returns" in tables:
+        checks.append(Check("schema", "FAIL" if settings.production else "warn",
+                            "created without migrations: run `rlm-loop init-db` to record it"))
+    else:
+        checks.append(Check("schema", "FAIL", f"at {current or 'nothing'}, head is {head}: "
+                            "run `alembic upgrade head` (the release phase)"))
+    return checks
+
+
+def _check_redis(settings: Settings, checks: list[Check]) -> str | None:
+    url = ensure_redis_url(settings.data_dir) if settings.redis_url else None  # as the service uses it
+    if not url:
+        port_file = settings.data_dir / "valkey" / "port"
+        if not port_file.exists():
+            checks.append(Check("redis", "warn", "REDIS_URL unset and no embedded server yet "
+                                "(the first process starts one)"))
+            return None
+        url = f"redis://127.0.0.1:{port_file.read_text().strip()}/0"
+    client = redis.Redis.from_url(url, socket_connect_timeout=2, socket_timeout=2)
+    try:
+        waiting = {q: client.llen(q) for q in QUEUES}
+    except redis.RedisError as exc:
+        checks.append(Check("redis", "FAIL", f"cannot reach {_redact(url)}: {exc}"))
+        return None
+    checks.append(Check("redis", "ok", f"{_redact(url)}; queued: "
+                        + ", ".join(f"{q} {n}" for q, n in waiting.items())))
+    try:
+        policy = client.config_get("maxmemory-policy").get("maxmemory-policy")
+    except redis.ResponseError:
+        policy = None  # managed plans may forbid CONFIG; their docs say which policy they use
+    if policy not in (None, "noeviction"):
+        checks.append(Check("redis policy", "FAIL", f"maxmemory-policy is {policy}: eviction silently "
+                            "drops queued tasks; set it to noeviction"))
+    return url
+
+
+def _check_processes(redis_url: str) -> list[Check]:
+    """Is every queue consumed by some worker, and is a beat running?"""
+    app = publisher(redis_url)
+    try:
+        answers = app.control.inspect(timeout=1.5).active_queues() or {}
+    except Exception as exc:  # noqa: BLE001 — a broker hiccup is reported, not raised
+        return [Check("workers", "FAIL", f"cannot ask the workers: {exc}")]
+    finally:
+        app.close()
+    consumers = {q: sorted(w for w, queues in answers.items() if q in {x["name"] for x in queues})
+                 for q in QUEUES}
+    checks = []
+    for queue, workers in consumers.items():
+        checks.append(Check(f"queue {queue}", "ok" if workers else "FAIL",
+                            f"consumed by {', '.join(workers)}" if workers else
+                            "no worker consumes it: start or scale the worker processes"))
+    lock = f"{os.environ.get('REDBEAT_KEY_PREFIX', 'redbeat')}:lock"
+    beat = redis.Redis.from_url(redis_url).exists(lock)
+    checks.append(Check("beat", "ok" if beat else "FAIL", "running (holds the RedBeat lock)" if beat
+                        else "no beat is running: receipts are not polled, nothing is swept"))
+    return checks
+
+
+def _check_loop(ctx: Context, m: Merchant) -> Check:
+    name = f"{m.name}: Loop"
+    try:
+        hooks = ctx.loop(m).list_webhooks()
+    except UpstreamError as exc:
+        return Check(name, "FAIL", f"{m.loop_base_url}: {_upstream(exc)}")
+    wanted = {(topic, trigger) for topic, triggers in WEBHOOK_TRIGGERS.items() for trigger in triggers}
+    active = {(h.get("topic"), h.get("trigger")) for h in hooks if h.get("status") == "active"
+              and str(h.get("url", "")).endswith(f"/webhooks/loop/{m.name}")}
+    missing = sorted(trigger for _, trigger in wanted - active)
+    if missing:
+        return Check(name, "warn", f"API key accepted; no active webhook to /webhooks/loop/{m.name} "
+                     f"for {', '.join(missing)} (the Loop returns pull still finds them, later)")
+    return Check(name, "ok", f"API key accepted; {len(wanted)} webhooks active")
+
+
+def _check_rlm(ctx: Context, m: Merchant) -> list[Check]:
+    name = f"{m.name}: RLM"
+    rlm = ctx.rlm(m)
+    try:
+        warehouses = rlm.t.call("GET", "/warehouses", idempotent=True)[1]["data"]
+        divisions = rlm.t.call("GET", "/divisions", idempotent=True)[1]["data"]
+    except UpstreamError as exc:
+        return [Check(name, "FAIL", f"{m.rlm_base_url} company {m.rlm_company}: {_upstream(exc)}")]
+    checks = [Check(name, "ok", f"credentials accepted for company {m.rlm_company}")]
+    warehouse = next((w for w in warehouses if w.get("warehouse_number") == m.warehouse_number), None)
+    if warehouse is None or warehouse.get("accepts_returns") is False:
+        checks.append(Check(f"{m.name}: warehouse", "FAIL", f"RLM_WAREHOUSE {m.warehouse_number} "
+                            + ("does not exist" if warehouse is None else "does not accept returns")))
+    if not any(d.get("division_number") == m.division_number for d in divisions):
+        checks.append(Check(f"{m.name}: division", "FAIL", f"RLM_DIVISION {m.division_number} does not exist"))
+    return checks
+
+
+def _upstream(exc: UpstreamError) -> str:
+    if exc.status in (401, 403):
+        return f"credentials refused ({exc.status}: {exc.message})"
+    if exc.status is None:
+        return f"unreachable ({exc.message})"
+    return f"{exc.message} (HTTP {exc.status})"
+
+
+def _redact(url: str) -> str:
+    """A URL fit to print: no password."""
+    parts = urlsplit(url)
+    if parts.password:
+        host = parts.hostname + (f":{parts.port}" if parts.port else "")
+        user = f"{parts.username}:***@" if parts.username else "***@"
+        return urlunsplit(parts._replace(netloc=user + host))
+    return url
