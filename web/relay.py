@@ -61,11 +61,13 @@ class Relay:
             batch = [self._queue.get(block=block)]
         except queue.Empty:
             return []
-        deadline = time.monotonic() + (self._linger_s if block else 0)
+        if block:
+            # Sleep rather than wait on the queue: one wake-up per batch, not one per delivery
+            # (each costs the request threads a GIL hand-over).
+            time.sleep(self._linger_s)
         while len(batch) < self._max_batch:
-            wait = deadline - time.monotonic()
             try:
-                batch.append(self._queue.get(timeout=wait) if wait > 0 else self._queue.get_nowait())
+                batch.append(self._queue.get_nowait())
             except queue.Empty:
                 break
         return batch
