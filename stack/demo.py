@@ -62,11 +62,15 @@ ACTIONS_EXPECTED = {"processed": ["process"], "flagged": ["flag"], "by_person": 
                     "cancelled": [], "needs_attention": None}
 
 
+NEXT_PARCEL_AFTER_S = 5.0  # well inside the shortest grace period the demo and chaos runs use
+
+
 @dataclass
 class Tracked:
     scenario: Scenario
     loop_id: str
     receipts_done: int = 0
+    last_receipt_at: float = 0.0  # time.monotonic() when the warehouse last received a parcel
     admin_done: bool = False
     view: dict = field(default_factory=dict)
 
@@ -193,13 +197,19 @@ class Demo:
             return
         if not receipts_left or not t.view.get("rma_number"):
             return
-        ready = "transmitted" if t.receipts_done == 0 else "partially_received"
-        if t.state != ready:
+        if t.receipts_done == 0:
+            if t.state != "transmitted":
+                return
+        # The warehouse's next parcel comes once we have seen the last one, or a few seconds
+        # after it anyway: a real warehouse does not wait for us, and a slow decision must not
+        # push the parcel past the grace period the scenario expects it within.
+        elif t.state != "partially_received" and time.monotonic() - t.last_receipt_at < NEXT_PARCEL_AFTER_S:
             return
         url = (f"{self.stack.url('rlm')}/_sim/companies/90/return-authorizations/"
                f"{t.view['rma_number']}/receive")
         self.http.post(url, json={"scenario": s.receipts[t.receipts_done]}, timeout=10).raise_for_status()
         t.receipts_done += 1
+        t.last_receipt_at = time.monotonic()
 
     def run(self, count: int, timeout: float) -> list[dict]:
         tracked = self.create_all(count)
