@@ -62,6 +62,8 @@ ACTIONS_EXPECTED = {"processed": ["process"], "flagged": ["flag"], "by_person": 
                     "cancelled": [], "needs_attention": None}
 
 
+# What the Loop sandbox's /_sim/returns/<id> adds to the API view: not part of a webhook body.
+SIM_ONLY_FIELDS = ("actions", "history", "notes", "process_data", "processing_pending", "removed_line_items")
 NEXT_PARCEL_AFTER_S = 5.0  # well inside the shortest grace period the demo and chaos runs use
 
 
@@ -164,9 +166,7 @@ class Demo:
     def send_shuffled(self, t: Tracked) -> None:
         """What a flaky network does to Loop's deliveries: an update first, the creation twice."""
         record = self.http.get(f"{self.stack.url('loop')}/_sim/returns/{t.loop_id}", timeout=10).json()
-        webhook = {k: v for k, v in record.items() if k not in ("actions", "history", "notes",
-                                                                  "process_data", "processing_pending",
-                                                                  "removed_line_items")}
+        webhook = {k: v for k, v in record.items() if k not in SIM_ONLY_FIELDS}
         secret = self.stack.env["LOOP_WEBHOOK_SECRET"]
         url = f"{self.stack.url('web')}/webhooks/loop/demo"
         for trigger in ("return.updated", "return.created", "return.created"):

@@ -3,6 +3,7 @@ retry policy: back off on 5xx, timeouts, connection errors and 429; never retry 
 """
 from __future__ import annotations
 
+import functools
 import logging
 import os
 import random
@@ -55,16 +56,22 @@ def context() -> Context:
     return _context
 
 
+@functools.cache
+def _redis() -> redis.Redis:
+    """One client (and connection pool) per process for the limiter, the locks and the backlog
+    check; redis-py resets the pool itself in a forked child."""
+    return redis.Redis.from_url(runtime.redis_url())
+
+
 def _loop_limiter(merchant) -> TokenBucket:
-    client = redis.Redis.from_url(runtime.redis_url())
-    return TokenBucket(client, bucket_name("loop", merchant.loop_api_key),
+    return TokenBucket(_redis(), bucket_name("loop", merchant.loop_api_key),
                        runtime.settings().loop_requests_per_minute)
 
 
 def _loop_backlog() -> int | None:
     """Messages waiting on the `loop` queue (the Redis transport keeps a queue as a list)."""
     try:
-        return redis.Redis.from_url(runtime.redis_url()).llen("loop")
+        return _redis().llen("loop")
     except redis.RedisError:
         return None
 
@@ -165,7 +172,7 @@ def _single(name: str, timeout: float):
     so it is short. Two runs overlapping after it expires are safe, only wasteful: receipts are
     deduplicated on their number and every step re-reads state.
     """
-    lock = redis.Redis.from_url(runtime.redis_url()).lock(f"lock:{name}", timeout=timeout)
+    lock = _redis().lock(f"lock:{name}", timeout=timeout)
     if not lock.acquire(blocking=False):
         yield False
         return
