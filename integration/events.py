@@ -4,6 +4,7 @@ from __future__ import annotations
 import hashlib
 import json
 import re
+import secrets
 from typing import Any
 
 from marshmallow import EXCLUDE, Schema, ValidationError, fields, validate, validates_schema
@@ -161,6 +162,12 @@ def dedupe_key(event: dict, raw: bytes) -> str:
              event.get("state") or event.get("return_state") or "",
              event.get("edited_at") or "", event.get("label_updated_at") or "",
              event.get("updated_at") or ""]
-    if not any(parts[4:]):
+    if event["topic"] == PROCESSING_TOPIC:
+        # A second processing failure (after a retry) is byte-for-byte the first one: nothing
+        # tells a new failure from a re-delivery, so every delivery is kept. Handling it again
+        # is harmless (a return already parked only gets a timeline note); dropping one could
+        # leave a return waiting for an outcome that already came.
+        parts.append(secrets.token_hex(16))
+    elif not any(parts[4:]):
         parts.append(hashlib.sha256(raw).hexdigest())
     return hashlib.sha256(json.dumps(parts).encode()).hexdigest()

@@ -13,6 +13,7 @@ from typing import Any, Callable
 
 import requests
 from tenacity import retry, retry_if_exception, stop_after_attempt
+from urllib3.exceptions import NewConnectionError
 
 from .errors import FinalError, NotFound, NotSent, RetryableError, UpstreamError
 
@@ -89,7 +90,10 @@ def send(session: requests.Session, system: str, method: str, url: str, *,
         try:
             response = session.request(method, url, timeout=timeout, **kwargs)
         except TRANSIENT_EXCEPTIONS as exc:
-            raise RetryableError(system, f"{type(exc).__name__} on {method} {_path(url)}") from None
+            # Not sent at all, or sent with the answer lost: only the first is safe to repeat
+            # for a call that is not idempotent.
+            kind = NotSent if never_sent(exc) else RetryableError
+            raise kind(system, f"{type(exc).__name__} on {method} {_path(url)}") from None
         except requests.RequestException as exc:  # bad URL, redirect loop: configuration, not weather
             raise FinalError(system, f"{type(exc).__name__} on {method} {_path(url)}") from None
         if response.status_code >= 500:
@@ -105,6 +109,18 @@ def send(session: requests.Session, system: str, method: str, url: str, *,
         reraise=True,
     )(once)
     return wrapped()
+
+
+def never_sent(exc: BaseException) -> bool:
+    """The connection was never made (refused, unresolvable, connect timeout), so the request
+    cannot have reached the server. A read timeout or a connection dropped mid-answer can follow
+    a request the server has already acted on."""
+    if isinstance(exc, requests.exceptions.ConnectTimeout):
+        return True
+    if not isinstance(exc, requests.ConnectionError) or isinstance(exc, requests.exceptions.ChunkedEncodingError):
+        return False
+    reason = getattr(exc.args[0], "reason", None) if exc.args else None
+    return isinstance(reason, NewConnectionError)
 
 
 def _quickly_retryable(exc: BaseException) -> bool:

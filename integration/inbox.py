@@ -10,7 +10,7 @@ from sqlalchemy import bindparam
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import Engine
 
-from .models import WebhookEvent, utcnow
+from .models import WebhookEvent, fit_row, utcnow
 
 _TABLE = WebhookEvent.__table__
 _COLUMNS = ("merchant", "dedupe_key", "body_sha256", "status", "topic", "trigger", "loop_return_id",
@@ -60,6 +60,7 @@ def insert_event(engine: Engine, *, merchant: str, dedupe_key: str, body_sha256:
            "topic": event.get("topic"), "trigger": event.get("trigger"),
            "loop_return_id": event.get("loop_return_id"), "payload": event or None, "last_error": error,
            "attempts": 0, "received_at": now, "updated_at": now}
+    row = fit_row(_TABLE, row)
     if engine.dialect.name != "sqlite":
         with engine.begin() as conn:
             return conn.execute(_INSERTS[engine.dialect.name], row).scalar()

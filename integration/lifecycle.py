@@ -1,6 +1,8 @@
 """Our side of a return's life (workflow.md), and which step moves each state on."""
 from __future__ import annotations
 
+from datetime import datetime
+
 from .models import Return, TimelineEntry, utcnow
 
 RECEIVED = "received"  # the webhook (or the reconciliation pull) told us about the return
@@ -72,8 +74,23 @@ def transition(ret: Return, to_state: str, cause: str, detail: str | None = None
                                       detail=detail, at=utcnow()))
     if to_state != ret.state:
         ret.step_attempts = 0
+        clear_wait(ret)  # a schedule belongs to the state it was set in
     ret.state = to_state
     ret.updated_at = utcnow()
+
+
+# What a return can wait for on an explicit schedule (Return.waiting_for).
+LOOP_OUTCOME = "loop_outcome"  # Loop to show the outcome of our process / remove call
+
+
+def wait_for(ret: Return, what: str, next_check_at: datetime, deadline: datetime) -> None:
+    """Look again at `next_check_at` (the sweeper enqueues the state's step then); past
+    `deadline` the step parks the return instead of waiting longer."""
+    ret.waiting_for, ret.next_check_at, ret.wait_deadline = what, next_check_at, deadline
+
+
+def clear_wait(ret: Return) -> None:
+    ret.waiting_for = ret.next_check_at = ret.wait_deadline = None
 
 
 def note(ret: Return, cause: str, detail: str | None = None) -> None:

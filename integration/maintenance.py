@@ -38,7 +38,8 @@ def sweep(ctx: Context, batch: int = 500) -> dict[str, int]:
         active = ACTIVE_STEPS
         if _loop_backlog_explains_the_wait(ctx):
             active = ACTIVE_STEPS - {lc.DECIDED}  # their actions are most likely in that queue
-        for ret in s.scalars(select(Return).where(Return.state.in_(active),
+        # Steps with no schedule of their own: re-driven when they stop moving.
+        for ret in s.scalars(select(Return).where(Return.state.in_(active), Return.waiting_for.is_(None),
                                                   Return.updated_at < stale).limit(batch)):
             ret.step_attempts += 1
             if ret.step_attempts > ctx.settings.max_event_attempts:
@@ -51,6 +52,13 @@ def sweep(ctx: Context, batch: int = 500) -> dict[str, int]:
             ret.updated_at = now
             _later(ctx, s, lc.NEXT_STEP[ret.state], ret.id)
             counts["steps"] += 1
+        # Waits with an explicit schedule: the step looks again when due (and parks the return
+        # past its deadline). Until it has run, each sweep sends it again; the step's own due
+        # check makes a repeat cheap.
+        for ret in s.scalars(select(Return).where(Return.next_check_at <= now,
+                                                  Return.state.in_(ACTIVE_STEPS)).limit(batch)):
+            _later(ctx, s, lc.NEXT_STEP[ret.state], ret.id)
+            counts["due"] += 1
         for ret in s.scalars(select(Return).where(
                 Return.state.in_(lc.WAITING_FOR_GOODS),
                 or_(Return.expires_at <= now, Return.first_receipt_at.is_not(None),
@@ -58,12 +66,14 @@ def sweep(ctx: Context, batch: int = 500) -> dict[str, int]:
             if _wait_is_over(ctx, ret, now):
                 _later(ctx, s, "decide", ret.id)
                 counts["due"] += 1
-        # Receipts stored but never looked at: the decide message was lost (a worker killed
-        # while holding it, or the broker restarted before writing it to disk).
-        unseen = exists().where(Receipt.merchant == Return.merchant, Receipt.ra_number == Return.rma_number)
-        for ret in s.scalars(select(Return).where(Return.state == lc.TRANSMITTED, Return.updated_at < stale,
-                                                  unseen).limit(batch)):
-            ret.updated_at = now
+        # Receipts stored after the last decision looked: its decide message was lost (a worker
+        # killed while holding it, or the broker restarted before writing it to disk). Decide
+        # now, whatever the receiving state, rather than at the end of a grace period.
+        newer = exists().where(Receipt.merchant == Return.merchant, Receipt.ra_number == Return.rma_number,
+                               or_(Return.receipts_seen_at.is_(None),
+                                   Receipt.stored_at > Return.receipts_seen_at))
+        for ret in s.scalars(select(Return).where(Return.state.in_(lc.WAITING_FOR_GOODS), newer)
+                             .limit(batch)):
             _later(ctx, s, "decide", ret.id)
             counts["steps"] += 1
     return counts
@@ -147,6 +157,11 @@ def retry_return(ctx: Context, merchant: str, loop_return_id: str) -> str:
         step = ret.attention_step or "create_rma"
         target = lc.RESUME_STATE[step]
         lc.transition(ret, target, "retry requested by an operator", ret.attention_reason)
+        if step == "act_in_loop" and ret.loop_call_sent_at is not None:
+            # The operator confirms: if Loop still shows the return open, send the call again.
+            ret.loop_call_sent_at = None
+            lc.note(ret, "re-send confirmed by an operator",
+                    f"{ret.decision} is sent again if Loop still shows the return open")
         ret.attention_reason = None
         ret.attention_step = None
         ret_id = ret.id

@@ -155,14 +155,22 @@ def ship_from(address: dict | None) -> dict:
     return {k: v for k, v in out.items() if v not in (None, "")}
 
 
-def build_ra(merchant, details: dict, lines: list[dict], ship_from_address: dict) -> dict:
+def rma_ref(merchant_name: str, loop_return_id: str) -> str:
+    """The RA's `external_ref`, RLM's idempotency key (unique per company): the Loop return id
+    scoped by merchant, as two merchants (two Loop shops) may share one RLM company and Loop ids
+    are only unique within a shop."""
+    return f"{merchant_name}:{loop_return_id}"
+
+
+def build_ra(merchant, details: dict, lines: list[dict], ship_from_address: dict,
+             external_ref: str | None = None) -> dict:
     """The create-RA body; `lines` are already resolved against RLM's catalog."""
     body = {
         "division_number": merchant.division_number,
         "warehouse_number": merchant.warehouse_number,
         "customer_number": merchant.customer_number,
         "customer_po": details.get("order_name"),
-        "external_ref": str(details["id"]),
+        "external_ref": external_ref or rma_ref(merchant.name, str(details["id"])),
         "external_source": "LOOP",
         "ra_date": ra_date(details.get("created_at"), merchant.timezone),
         "ship_from": ship_from_address,

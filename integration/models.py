@@ -12,10 +12,12 @@ from sqlalchemy import (
     String,
     Text,
     UniqueConstraint,
+    event,
     func,
+    inspect,
     select,
 )
-from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
+from sqlalchemy.orm import DeclarativeBase, Mapped, Session, mapped_column, relationship
 
 
 def utcnow() -> datetime:
@@ -61,6 +63,9 @@ class Return(Base):
     id: Mapped[int] = mapped_column(primary_key=True)
     merchant: Mapped[str] = mapped_column(String(64))
     loop_return_id: Mapped[str] = mapped_column(String(32))
+    # The RA's idempotency key in RLM, scoped by merchant: two merchants on one RLM company can
+    # have returns with the same Loop id (integration.mapping.rma_ref).
+    rma_external_ref: Mapped[str | None] = mapped_column(String(100))
     state: Mapped[str] = mapped_column(String(32), index=True)
     loop_state: Mapped[str | None] = mapped_column(String(16))
     loop_updated_at: Mapped[str | None] = mapped_column(String(40))
@@ -82,7 +87,17 @@ class Return(Base):
     decision_detail: Mapped[dict | None] = mapped_column(JSON)
     loop_note: Mapped[str | None] = mapped_column(String(255))
     loop_action_claimed_at: Mapped[datetime | None]
+    # Set just before the Loop action's request leaves: from then on it may have reached Loop.
+    loop_call_sent_at: Mapped[datetime | None]
     loop_actioned_at: Mapped[datetime | None]
+    # The newest receipt the last decision saw (stored_at), so the sweeper can tell a return
+    # whose decide message was lost after a receipt from one that is simply waiting.
+    receipts_seen_at: Mapped[datetime | None]
+    # What the return waits for in its current state, the next time to look, and the end of the
+    # wait (past it the return is parked): an explicit schedule, never inferred from updated_at.
+    waiting_for: Mapped[str | None] = mapped_column(String(32))
+    next_check_at: Mapped[datetime | None] = mapped_column(index=True)
+    wait_deadline: Mapped[datetime | None]
     attention_reason: Mapped[str | None] = mapped_column(Text)
     # The step that was running when the return was parked, so `retry` resumes there.
     attention_step: Mapped[str | None] = mapped_column(String(32))
@@ -151,6 +166,30 @@ def receipts_for(session, merchant: str, ra_number: int | None) -> list[Receipt]
                                 .order_by(Receipt.receipt_number)))
 
 
+@event.listens_for(Session, "before_flush")
+def _fit_to_columns(session: Session, _context, _instances) -> None:
+    """Cut every text written to a bounded column to its size: PostgreSQL refuses what does not
+    fit (StringDataRightTruncation) where SQLite silently keeps it, so a long upstream message
+    must never be able to stop a step."""
+    for obj in (*session.new, *session.dirty):
+        state = inspect(obj)
+        for attr in state.mapper.column_attrs:
+            size = getattr(attr.columns[0].type, "length", None)
+            value = state.dict.get(attr.key)  # only what is loaded: nothing to fetch mid-flush
+            if size is not None and isinstance(value, str) and len(value) > size:
+                setattr(obj, attr.key, value[:size])
+
+
+def fit_row(table, row: dict) -> dict:
+    """The same cut for a Core insert's values."""
+    out = dict(row)
+    for name, value in row.items():
+        size = getattr(table.c[name].type, "length", None)
+        if size is not None and isinstance(value, str) and len(value) > size:
+            out[name] = value[:size]
+    return out
+
+
 def create_all(engine) -> None:
     Base.metadata.create_all(engine)
 
@@ -164,6 +203,7 @@ __all__ = [
     "FeedCursor",
     "create_all",
     "receipts_for",
+    "fit_row",
     "utcnow",
     "func",
 ]

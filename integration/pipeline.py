@@ -9,7 +9,7 @@ from __future__ import annotations
 import logging
 from contextlib import contextmanager
 from datetime import datetime, timedelta, timezone
-from typing import Iterator
+from typing import Iterator, overload
 
 from sqlalchemy import select
 from sqlalchemy.exc import IntegrityError
@@ -26,6 +26,7 @@ from .mapping import (
     item_fields,
     money,
     parse_loop_time,
+    rma_ref,
     ra_line,
     reason_for,
     ship_from,
@@ -52,6 +53,14 @@ ASYNC_ACTIONS = {rules.PROCESS, rules.REMOVE_AND_PROCESS}
 # Loop state that shows each of our actions landed.
 LANDED_STATE = {rules.PROCESS: "closed", rules.REMOVE_AND_PROCESS: "closed",
                 rules.CLOSE: "closed", rules.FLAG: "review"}
+
+
+@overload
+def as_utc(value: datetime) -> datetime: ...
+@overload
+def as_utc(value: None) -> None: ...
+@overload
+def as_utc(value: datetime | None) -> datetime | None: ...
 
 
 def as_utc(value: datetime | None) -> datetime | None:
@@ -225,6 +234,7 @@ def _new_return(merchant: Merchant, details: dict, state: str) -> Return:
     return Return(
         merchant=merchant.name,
         loop_return_id=str(details["id"]),
+        rma_external_ref=rma_ref(merchant.name, str(details["id"])),
         state=lc.RECEIVED,
         loop_state=state,
         # Cut to the columns' sizes: PostgreSQL refuses what SQLite would silently keep.
@@ -245,6 +255,11 @@ def _text(value, size: int) -> str | None:
 def _react_to_loop_state(ret: Return, state: str) -> None:
     """What a Loop state we did not cause means for our side (workflow.md side paths)."""
     ours = ret.loop_action_claimed_at is not None
+    if _our_call_finished_after_all(ret, state):
+        ret.attention_reason = ret.attention_step = None
+        lc.transition(ret, lc.LOOP_ACTIONED, f"Loop shows the return {state}: our "
+                      f"{ret.decision} call was done after all", "the RMA will be closed")
+        return
     if state in ("cancelled", "expired"):
         if ret.state in (lc.RECEIVED, lc.RMA_CREATED, lc.TRANSMITTED):
             lc.transition(ret, lc.CANCELLING, f"Loop return {state}", "cancel the RMA in RLM")
@@ -258,6 +273,14 @@ def _react_to_loop_state(ret: Return, state: str) -> None:
             verb = "processed or closed" if state == "closed" else "flagged"
             lc.transition(ret, lc.LOOP_ACTIONED, f"{verb} by a person in Loop",
                           "no action of ours; the RMA will be closed")
+
+
+def _our_call_finished_after_all(ret: Return, state: str) -> bool:
+    """Parked at the Loop step after a process call was sent (its outcome unknown, or a
+    processing failure reported, perhaps for an earlier attempt), and now Loop shows it done."""
+    return (ret.state == lc.NEEDS_ATTENTION and ret.attention_step == "act_in_loop"
+            and ret.decision in ASYNC_ACTIONS and ret.loop_actioned_at is not None
+            and state == LANDED_STATE[ret.decision])
 
 
 # --- RMA creation ----------------------------------------------------------------------------
@@ -287,7 +310,8 @@ def create_rma(ctx: Context, return_id: int) -> None:
     try:
         details = {"id": snap.loop_return_id, "order_name": snap.order_name,
                    "created_at": snap.loop_created_at}
-        ra, created = rlm.create_ra(build_ra(merchant, details, lines, snap.ship_from or {}))
+        ra, created = rlm.create_ra(build_ra(merchant, details, lines, snap.ship_from or {},
+                                             external_ref=_ra_ref(snap)))
     except FinalError as exc:
         raise StepFailed(_rejection(exc, groups)) from None
 
@@ -432,8 +456,9 @@ def decide(ctx: Context, return_id: int) -> None:
         if ret is None or ret.state not in lc.WAITING_FOR_GOODS:
             return
         merchant = ctx.merchant(ret.merchant)
-        receipts = [{"lines": r.lines, "received_at": r.received_at}
-                    for r in receipts_for(s, ret.merchant, ret.rma_number)]
+        stored = receipts_for(s, ret.merchant, ret.rma_number)
+        receipts = [{"lines": r.lines, "received_at": r.received_at} for r in stored]
+        ret.receipts_seen_at = max((r.stored_at for r in stored), default=ret.receipts_seen_at)
         _advance_receiving(ret, receipts)
         decision = rules.decide(
             ret.rma_lines, receipts, merchant.criteria, now=ctx.now(),
@@ -467,56 +492,80 @@ def _advance_receiving(ret: Return, receipts: list[dict]) -> None:
 
 # --- the Loop action -------------------------------------------------------------------------
 def act_in_loop(ctx: Context, return_id: int) -> None:
+    """Send the decision to Loop, at most once per return unless a person confirms a re-send.
+
+    Process and remove-and-process are not idempotent and Loop only queues them: once such a
+    call may have reached Loop (its request left, whatever came back), it is never sent again
+    on our own. The return then waits for Loop to show the outcome (close_rma, on a schedule).
+    Flag and close are harmless to repeat: after an unclear answer they are sent again if Loop,
+    re-read after the settle time, shows they did not land.
+    """
     snap = _snapshot(ctx, return_id)
     if snap is None or snap.state != lc.DECIDED:
         return
     merchant = ctx.merchant(snap.merchant)
     loop = ctx.loop(merchant)
-    action = snap.decision
+    action = snap.decision or ""
+    claimed = snap.loop_action_claimed_at
+    if action in ASYNC_ACTIONS and snap.loop_call_sent_at is not None:
+        # An earlier attempt sent the call and stopped before recording the answer (a worker
+        # killed mid-call): it may be queued in Loop. Wait for the outcome, never re-send.
+        return _after_call(ctx, loop, merchant, snap, accepted=False, sent_now=False)
     details = loop.get_return(snap.loop_return_id)
     state = loop_state(details.get("state"))
 
-    called_now = True
-    if snap.loop_action_claimed_at is None:
-        if state != "open":
-            ingest_return(ctx, merchant, details, cause="Loop state re-read before acting")
-            return
+    # Ours landed (for a process call: one sent earlier, before an operator's retry).
+    if claimed is not None and state == LANDED_STATE.get(action) \
+            and (action not in ASYNC_ACTIONS or snap.loop_actioned_at is not None):
+        return _after_call(ctx, loop, merchant, snap, accepted=True, sent_now=False, loop_shows=state)
+    if state != "open":
+        if claimed is not None:
+            _release(ctx, return_id, claimed)  # ours did not land: whatever happened was not us
+        cause = "Loop state re-read before acting" if claimed is None else "Loop state changed while we acted"
+        ingest_return(ctx, merchant, details, cause=cause)
+        return
+    if claimed is None:
         claim = _claim(ctx, return_id)
-        if claim is None:
-            return
-        _call_action(ctx, loop, snap, action, return_id, claim)
-    elif state == LANDED_STATE.get(action):
-        called_now = False  # an earlier attempt's call landed
-    elif state == "open":
-        age = (ctx.now() - as_utc(snap.loop_action_claimed_at)).total_seconds()
+    else:
+        age = (ctx.now() - as_utc(claimed)).total_seconds()
         if age < settle_s(ctx):
-            # An earlier call may still be under way, or Loop may still be processing it.
+            # An earlier call may still be under way (or waiting for a rate-limit slot).
             raise RetryableError("loop", "waiting to see whether the earlier call landed",
                                  retry_after=settle_s(ctx) - age)
-        # It did not land. Re-claim first: of two workers here, only one may send it again.
-        claim = _claim(ctx, return_id, expected=snap.loop_action_claimed_at)
-        if claim is None:
-            return
-        _call_action(ctx, loop, snap, action, return_id, claim)
-    else:
-        ingest_return(ctx, merchant, details, cause="Loop state changed while we acted")
+        # It did not land (or never left). Re-claim first: of two workers, only one sends.
+        claim = _claim(ctx, return_id, expected=claimed)
+    if claim is None:
         return
+    accepted = _call_action(ctx, loop, snap, action, return_id, claim)
+    _after_call(ctx, loop, merchant, snap, accepted=accepted, sent_now=True)
 
+
+def _after_call(ctx: Context, loop, merchant: Merchant, snap: Return, *, accepted: bool,
+                sent_now: bool, loop_shows: str | None = None) -> None:
+    """Record that the action was sent (`accepted`: Loop said so) and move on: a flag gets its
+    note, a process call waits for Loop's outcome, anything else closes the RMA next."""
+    action = snap.decision or ""
     if action == rules.FLAG:
-        _post_note_once(loop, snap, check_existing=not called_now)
+        _post_note_once(loop, snap, check_existing=not sent_now)
     graded = _grade(ctx, loop, merchant, snap)
-    with _locked(ctx, return_id) as (s, ret):
+    with _locked(ctx, snap.id) as (s, ret):
         if ret is None or ret.state != lc.DECIDED:
             return
         if graded:
             lc.note(ret, "conditions sent to Loop's grading", graded)
-        ret.loop_actioned_at = ctx.now()
+        now = ctx.now()
+        ret.loop_actioned_at = as_utc(ret.loop_call_sent_at) or as_utc(ret.loop_actioned_at) or now
+        ret.loop_state = loop_shows or ret.loop_state
         if action == rules.FLAG:
             ret.decision_detail = {**(ret.decision_detail or {}), "note_posted": True}
-        lc.transition(ret, lc.LOOP_ACTIONED, _ACTION_TEXT[action], ret.loop_note)
-        # After a process call the close step waits for Loop's `return.closed` webhook
-        # (or the sweeper, should that webhook never come).
-        if action not in ASYNC_ACTIONS or ret.loop_state == "closed":
+        text = _ACTION_TEXT[action] if accepted else _UNCLEAR_TEXT
+        lc.transition(ret, lc.LOOP_ACTIONED, text, ret.loop_note if accepted else action)
+        if action in ASYNC_ACTIONS and ret.loop_state != "closed":
+            # The close step waits for `return.closed` (or a processing failure), and reads
+            # Loop on this schedule should neither webhook come.
+            first = outcome_checks(ctx, ret.loop_actioned_at, now)
+            lc.wait_for(ret, lc.LOOP_OUTCOME, first, _outcome_deadline(ctx, ret))
+        else:
             _enqueue_next(ctx, s, ret)
 
 
@@ -526,6 +575,7 @@ _ACTION_TEXT = {
     rules.FLAG: "flagged in Loop with a note",
     rules.CLOSE: "closed in Loop (expired)",
 }
+_UNCLEAR_TEXT = ("sent to Loop, answer lost: not sent again; waiting for Loop to show the outcome")
 
 
 def settle_s(ctx: Context) -> float:
@@ -535,10 +585,25 @@ def settle_s(ctx: Context) -> float:
     return max(ctx.settings.loop_settle_s, LIMITER_MAX_WAIT_S + connect + read + 10.0)
 
 
+def outcome_checks(ctx: Context, sent_at: datetime, now: datetime) -> datetime:
+    """When to read Loop next while waiting for a process call's outcome: the settle time after
+    sending, then after as long again as we have waited so far (the gaps double), never more
+    than LOOP_OUTCOME_CHECK_MAX_S apart."""
+    waited = max(0.0, (now - sent_at).total_seconds())
+    gap = min(ctx.settings.loop_outcome_check_max_s, max(settle_s(ctx), waited))
+    return now + timedelta(seconds=gap)
+
+
+def _outcome_deadline(ctx: Context, ret: Return) -> datetime:
+    sent = as_utc(ret.loop_actioned_at) or ctx.now()
+    return sent + timedelta(seconds=ctx.settings.loop_outcome_window_s)
+
+
 def _claim(ctx: Context, return_id: int, expected: datetime | None = None) -> datetime | None:
     """Mark that we are about to act, so no other worker (or retry) acts blindly again.
 
     Succeeds only if the claim is still `expected` (None: unclaimed); returns the new claim.
+    A new claim starts with nothing sent.
     """
     now = ctx.now()
     return now if _swap_claim(ctx, return_id, expected, now) else None
@@ -554,13 +619,26 @@ def _swap_claim(ctx: Context, return_id: int, expected: datetime | None, new: da
         if ret is None or ret.state != lc.DECIDED or as_utc(ret.loop_action_claimed_at) != as_utc(expected):
             return False
         ret.loop_action_claimed_at = new
+        ret.loop_call_sent_at = None
         return True
 
 
+def _mark_sent(ctx: Context, return_id: int, claim: datetime) -> None:
+    """Runs just before the request leaves (a rate-limit slot is ours). If another worker took
+    the claim meanwhile, stop here: nothing has been sent."""
+    with _locked(ctx, return_id) as (_, ret):
+        if ret is None or ret.state != lc.DECIDED or as_utc(ret.loop_action_claimed_at) != as_utc(claim):
+            raise _Superseded()
+        ret.loop_call_sent_at = ctx.now()
+
+
 def _call_action(ctx: Context, loop, snap: Return, action: str, return_id: int,
-                 claim: datetime) -> None:
+                 claim: datetime) -> bool:
+    """Send the action once. True: Loop accepted it. False: a process / remove call whose answer
+    was lost after it may have reached Loop (never re-sent on our own). A clear refusal, or a
+    call that never left, raises."""
     try:
-        _send_action(loop, snap, action)
+        _send_action(loop, snap, action, on_send=lambda: _mark_sent(ctx, return_id, claim))
     except NotSent:
         _release(ctx, return_id, claim)  # nothing happened in Loop: the retry starts afresh
         raise
@@ -573,17 +651,23 @@ def _call_action(ctx: Context, loop, snap: Return, action: str, return_id: int,
                           cause=f"Loop refused {action} ({exc.code or exc.message})")
             raise _Superseded() from None
         raise StepFailed(f"Loop refused to {action} the return: {exc.message} ({exc.code})") from None
+    except RetryableError:
+        if action in ASYNC_ACTIONS:
+            return False
+        raise  # flag / close: re-read after the settle time, sent again if it did not land
+    return True
 
 
-def _send_action(loop, snap: Return, action: str) -> None:
+def _send_action(loop, snap: Return, action: str, on_send) -> None:
     if action == rules.PROCESS:
-        loop.process(snap.loop_return_id, {"rlm_ra_number": str(snap.rma_number)})
+        loop.process(snap.loop_return_id, {"rlm_ra_number": str(snap.rma_number)}, on_send=on_send)
     elif action == rules.FLAG:
-        loop.flag(snap.loop_return_id)
+        loop.flag(snap.loop_return_id, on_send=on_send)
     elif action == rules.REMOVE_AND_PROCESS:
-        loop.remove_items(snap.loop_return_id, (snap.decision_detail or {}).get("remove_line_item_ids", []))
+        loop.remove_items(snap.loop_return_id, (snap.decision_detail or {}).get("remove_line_item_ids", []),
+                          on_send=on_send)
     elif action == rules.CLOSE:
-        loop.close(snap.loop_return_id)
+        loop.close(snap.loop_return_id, on_send=on_send)
     else:
         raise StepFailed(f"unknown decision {action!r}")
 
@@ -624,8 +708,8 @@ def close_rma(ctx: Context, return_id: int) -> None:
         return
     detail = "RA already closed"
     if snap.state == lc.LOOP_ACTIONED:
-        if snap.decision in ASYNC_ACTIONS:
-            _wait_until_loop_processed(ctx, snap)
+        if snap.decision in ASYNC_ACTIONS and not _loop_finished_processing(ctx, snap):
+            return
         rlm = ctx.rlm(ctx.merchant(snap.merchant))
         ra = _find_ra(rlm, snap)
         reason = CLOSE_REASON.get(snap.decision or "", "MANUAL")
@@ -669,27 +753,42 @@ def cancel_rma(ctx: Context, return_id: int) -> None:
         lc.transition(ret, lc.CANCELLED, "RMA cancelled in RLM", detail)
 
 
-def _wait_until_loop_processed(ctx: Context, snap: Return) -> None:
-    """Loop processes in the background; the RMA is closed only once Loop shows it closed.
+def _loop_finished_processing(ctx: Context, snap: Return) -> bool:
+    """Whether Loop shows our process call done, so the RMA can be closed.
 
-    If processing fails, Loop sends `return.processing.failed`, which parks the return before
-    this step can close the RMA.
+    Loop processes in the background and tells us by `return.closed` (or by
+    `return.processing.failed`, which parks the return). Should neither come, Loop is read on
+    the return's schedule (outcome_checks); past the window a person decides, as the call may
+    never have reached Loop, or Loop may still be working on it.
     """
     if snap.loop_state == "closed":  # Loop's webhook told us
-        return
-    age = (ctx.now() - as_utc(snap.loop_actioned_at or ctx.now())).total_seconds()
-    if age < ctx.settings.loop_settle_s:
-        raise RetryableError("loop", "waiting for Loop to finish processing the return",
-                             retry_after=ctx.settings.loop_settle_s - age)
-    # No webhook yet: ask Loop.
+        return True
+    due = as_utc(snap.next_check_at)
+    if due is not None and ctx.now() < due:
+        return False  # a repeated message: the sweeper brings the return back when it is due
     details = ctx.loop(ctx.merchant(snap.merchant)).get_return(snap.loop_return_id)
     state = loop_state(details.get("state"))
     if state == "closed":
-        return
-    if state == "open":
-        raise RetryableError("loop", "Loop has not finished processing the return",
-                             retry_after=ctx.settings.loop_settle_s)
-    raise StepFailed(f"Loop shows the return {state} after we processed it; review by hand")
+        return True
+    now = ctx.now()
+    with _locked(ctx, snap.id) as (_, ret):
+        if ret is None or ret.state != lc.LOOP_ACTIONED:
+            return False
+        deadline = as_utc(ret.wait_deadline) or _outcome_deadline(ctx, ret)
+        if state != "open":
+            lc.park(ret, "act_in_loop", f"Loop shows the return {state} after our {ret.decision} call; "
+                                        "review it in Loop, then retry")
+        elif now >= deadline:
+            hours = ctx.settings.loop_outcome_window_s / 3600
+            lc.park(ret, "act_in_loop",
+                    f"outcome of the {ret.decision} call unknown: Loop still shows the return open "
+                    f"{hours:g} h after it was sent, with no processing failure reported. Retry "
+                    "sends it again if Loop still shows it open; check in Loop first that it is "
+                    "not being processed")
+        else:
+            lc.wait_for(ret, lc.LOOP_OUTCOME, min(deadline, outcome_checks(ctx, as_utc(ret.loop_actioned_at) or now, now)),
+                        deadline)
+    return False
 
 
 def _finish_ra(rlm, ra: dict, action, done: str) -> str:
@@ -712,7 +811,12 @@ def _find_ra(rlm, snap: Return) -> dict | None:
     if snap.rma_number:
         return rlm.get_ra(snap.rma_number)
     # The RMA may exist even though we never recorded it (a create that raced a cancel).
-    return rlm.find_ra(snap.loop_return_id)
+    return rlm.find_ra(_ra_ref(snap))
+
+
+def _ra_ref(snap: Return) -> str:
+    # Returns stored before refs were scoped carry the bare Loop id (migration 0003).
+    return snap.rma_external_ref or rma_ref(snap.merchant, snap.loop_return_id)
 
 
 # --- steps by name, for the task layer -------------------------------------------------------

@@ -32,6 +32,11 @@ class Settings:
     # A Loop process call only queues work: after an unclear outcome, wait this long before
     # concluding from Loop's state that the call did not land.
     loop_settle_s: float
+    # After a process / remove call, how long to keep re-reading Loop for its outcome (the
+    # return closed, or a processing failure) before asking a person; and the longest gap
+    # between two reads (they start at the settle time and double).
+    loop_outcome_window_s: float
+    loop_outcome_check_max_s: float
     receipt_lookback_days: float
     reconcile_interval_s: float
     loop_requests_per_minute: float
@@ -59,6 +64,12 @@ def load_settings() -> Settings:
         stuck_after_s=_float("STUCK_AFTER_S", 900.0),
         max_event_attempts=int(_env("MAX_EVENT_ATTEMPTS", "8")),
         loop_settle_s=_float("LOOP_SETTLE_S", 60.0),
+        # Six hours: longer than Loop's whole webhook retry schedule (six attempts with
+        # exponential backoff), so a `return.processing.failed` for this call cannot still be on
+        # its way when we ask a person; long enough for Loop's processing queue to drain after a
+        # sale-day peak; short enough that a person sees it the same working day.
+        loop_outcome_window_s=_float("LOOP_OUTCOME_WINDOW_S", 6 * 3600.0),
+        loop_outcome_check_max_s=_float("LOOP_OUTCOME_CHECK_MAX_S", 1800.0),
         receipt_lookback_days=_float("RECEIPT_LOOKBACK_DAYS", 45.0),
         reconcile_interval_s=_float("RECONCILE_INTERVAL_S", 900.0),
         # Loop allows 300/min per key; stay a little under it.

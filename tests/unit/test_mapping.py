@@ -63,7 +63,7 @@ def test_ra_body_follows_the_rlm_model():
                 "size": "S", "division_number": 10}
     line = ra_line(1, group, resolved, "TOO_SMALL", "Too small")
     body = build_ra(MERCHANT, DETAILS, [line], ship_from(DETAILS["address"]))
-    assert body["external_ref"] == "52393555" and body["external_source"] == "LOOP"
+    assert body["external_ref"] == "demo:52393555" and body["external_source"] == "LOOP"  # scoped by merchant
     assert body["customer_po"] == "#1001" and body["ra_date"] == 20240312
     assert body["warehouse_number"] == 1 and body["division_number"] == 10
     assert body["ship_from"]["state"] == "NY"
