@@ -6,7 +6,8 @@ only a 2xx whose body is the JSON string "true".
 from __future__ import annotations
 
 import re
-from typing import Any, Iterator
+from collections.abc import Iterator
+from typing import Any
 from urllib.parse import urljoin, urlparse
 
 import requests
@@ -223,4 +224,4 @@ class LoopClient:
         return changed
 
 
-__all__ = ["LoopClient", "describe_error", "is_success", "truncate_note", "NOTE_MAX", "RetryableError"]
+__all__ = ["NOTE_MAX", "LoopClient", "RetryableError", "describe_error", "is_success", "truncate_note"]

@@ -7,9 +7,9 @@ the step expected it. The next step is enqueued only after the commit.
 from __future__ import annotations
 
 import logging
+from collections.abc import Iterator
 from contextlib import contextmanager
-from datetime import datetime, timedelta, timezone
-from typing import Iterator
+from datetime import UTC, datetime, timedelta
 
 from sqlalchemy import select
 from sqlalchemy.exc import IntegrityError
@@ -20,6 +20,7 @@ from . import rules
 from .context import Context
 from .db import after_commit, session_scope
 from .errors import FinalError, NotFound, NotSent, RetryableError, StepFailed, UpstreamError
+from .grading import grades
 from .mapping import (
     build_ra,
     group_units,
@@ -32,7 +33,6 @@ from .mapping import (
     sku_candidates,
     unit_from_loop,
 )
-from .grading import grades
 from .merchants import Merchant
 from .models import FeedCursor, Receipt, Return, WebhookEvent, receipts_for
 from .notes import flag_note
@@ -58,7 +58,7 @@ def as_utc(value: datetime | None) -> datetime | None:
     """SQLite hands datetimes back naive; everything we store is UTC."""
     if value is None or value.tzinfo is not None:
         return value
-    return value.replace(tzinfo=timezone.utc)
+    return value.replace(tzinfo=UTC)
 
 
 def loop_state(raw: str | None) -> str:
@@ -341,7 +341,7 @@ def _expiry(ra: dict, merchant: Merchant, now: datetime) -> datetime:
     """The merchant's expiry, or RLM's own expiration date if that comes first."""
     ours = now + timedelta(days=merchant.criteria.expiry_days)
     try:
-        day = datetime.strptime(str(ra.get("expiration_date")), "%Y%m%d").replace(tzinfo=timezone.utc)
+        day = datetime.strptime(str(ra.get("expiration_date")), "%Y%m%d").replace(tzinfo=UTC)
     except ValueError:
         return ours
     return min(ours, day + timedelta(days=1))  # RLM's date is inclusive
@@ -459,7 +459,7 @@ def _advance_receiving(ret: Return, receipts: list[dict]) -> None:
         return
     if ret.first_receipt_at is None:
         stamps = [parse_loop_time(r.get("received_at")) for r in receipts]
-        ret.first_receipt_at = min((t for t in stamps if t), default=None) or datetime.now(timezone.utc)
+        ret.first_receipt_at = min((t for t in stamps if t), default=None) or datetime.now(UTC)
     target = lc.FULLY_RECEIVED if progress == "complete" else lc.PARTIALLY_RECEIVED
     if target != ret.state and not (ret.state == lc.FULLY_RECEIVED and target == lc.PARTIALLY_RECEIVED):
         lc.transition(ret, target, "receipt posted in RLM", f"{len(receipts)} receipt(s)")
