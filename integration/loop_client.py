@@ -116,7 +116,8 @@ class LoopClient:
         Paginated, it follows `nextPageUrl` verbatim to the last page; unpaginated, Loop answers
         one bare array.
         """
-        params = {"from": start, "to": end, "filter": filter_by, "paginate": str(paginate).lower()}
+        params: dict[str, str | int] = {"from": start, "to": end, "filter": filter_by,
+                                        "paginate": str(paginate).lower()}
         if paginate:
             params["pageSize"] = page_size
         if state:
