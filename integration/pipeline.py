@@ -10,6 +10,8 @@ import logging
 from collections.abc import Iterator
 from contextlib import contextmanager
 from datetime import UTC, datetime, timedelta
+from functools import partial
+from typing import overload
 
 from sqlalchemy import select
 from sqlalchemy.exc import IntegrityError
@@ -54,6 +56,10 @@ LANDED_STATE = {rules.PROCESS: "closed", rules.REMOVE_AND_PROCESS: "closed",
                 rules.CLOSE: "closed", rules.FLAG: "review"}
 
 
+@overload
+def as_utc(value: datetime) -> datetime: ...
+@overload
+def as_utc(value: datetime | None) -> datetime | None: ...
 def as_utc(value: datetime | None) -> datetime | None:
     """SQLite hands datetimes back naive; everything we store is UTC."""
     if value is None or value.tzinfo is not None:
@@ -351,6 +357,8 @@ def transmit_rma(ctx: Context, return_id: int) -> None:
     snap = _snapshot(ctx, return_id)
     if snap is None or snap.state != lc.RMA_CREATED:
         return
+    if snap.rma_number is None:  # cannot happen: RMA_CREATED is entered with the RA number
+        raise StepFailed("no RA number stored for the created RMA")
     rlm = ctx.rlm(ctx.merchant(snap.merchant))
     try:
         result = rlm.transmit(snap.rma_number)
@@ -421,7 +429,8 @@ def _store_receipts(ctx: Context, merchant: Merchant, page: dict) -> int:
         if new_ras:
             ids = s.scalars(select(Return.id).where(Return.merchant == merchant.name,
                                                     Return.rma_number.in_(new_ras))).all()
-            after_commit(s, lambda: [ctx.enqueue("decide", i) for i in ids])
+            for i in ids:
+                after_commit(s, partial(ctx.enqueue, "decide", i))
     return added
 
 
@@ -473,6 +482,8 @@ def act_in_loop(ctx: Context, return_id: int) -> None:
     merchant = ctx.merchant(snap.merchant)
     loop = ctx.loop(merchant)
     action = snap.decision
+    if action is None:  # cannot happen: DECIDED is entered with the decision
+        raise StepFailed("no decision stored for the decided return")
     details = loop.get_return(snap.loop_return_id)
     state = loop_state(details.get("state"))
 
