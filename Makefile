@@ -25,7 +25,10 @@ system-packages:
 	  SUDO=$$( [ "$$(id -u)" = 0 ] || echo sudo ); \
 	  $$SUDO apt-get update -qq && DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq $$MISSING; }
 
+# Lint and type checks of the product code come first; either one failing fails the target.
 test: $(STAMP) system-packages
+	$(BIN)/ruff check integration workers web
+	$(BIN)/mypy integration workers web
 	$(BIN)/python -m pytest $(ARGS)
 
 demo: $(STAMP)

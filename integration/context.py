@@ -1,9 +1,9 @@
 """Everything a workflow step needs, handed in rather than imported (no Celery here)."""
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import Callable
 
 from sqlalchemy.orm import Session, sessionmaker
 

@@ -1,9 +1,9 @@
 """Engine and session factory. SQLite (WAL) by default, PostgreSQL in production."""
 from __future__ import annotations
 
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Callable, Iterator
 
 from sqlalchemy import create_engine, event
 from sqlalchemy.engine import Engine

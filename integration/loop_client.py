@@ -6,7 +6,8 @@ only a 2xx whose body is the JSON string "true".
 from __future__ import annotations
 
 import re
-from typing import Any, Callable, Iterator
+from collections.abc import Callable, Iterator
+from typing import Any
 from urllib.parse import urljoin, urlparse
 
 import requests
@@ -123,7 +124,8 @@ class LoopClient:
         Paginated, it follows `nextPageUrl` verbatim to the last page; unpaginated, Loop answers
         one bare array.
         """
-        params = {"from": start, "to": end, "filter": filter_by, "paginate": str(paginate).lower()}
+        params: dict[str, str | int] = {"from": start, "to": end, "filter": filter_by,
+                                        "paginate": str(paginate).lower()}
         if paginate:
             params["pageSize"] = page_size
         if state:
@@ -234,4 +236,4 @@ class LoopClient:
         return changed
 
 
-__all__ = ["LoopClient", "describe_error", "is_success", "truncate_note", "NOTE_MAX", "RetryableError"]
+__all__ = ["NOTE_MAX", "LoopClient", "RetryableError", "describe_error", "is_success", "truncate_note"]

@@ -235,7 +235,7 @@ def missing_returns(ctx: Context, merchant_name: str, since: datetime) -> list[d
         start = end
     ids = list(listed)
     with session_scope(ctx.sessions) as s:
-        known = set()
+        known: set[str | None] = set()
         for i in range(0, len(ids), 500):
             known.update(s.scalars(select(Return.loop_return_id).where(
                 Return.merchant == merchant_name, Return.loop_return_id.in_(ids[i:i + 500]))))

@@ -2,10 +2,10 @@
 from __future__ import annotations
 
 from collections import Counter
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from decimal import Decimal, InvalidOperation
-from typing import Callable
 from zoneinfo import ZoneInfo
 
 from .regions import country_code3, state_code
@@ -27,7 +27,7 @@ def parse_loop_time(value: str | None) -> datetime | None:
         parsed = datetime.fromisoformat(text)
     except ValueError:
         return None
-    return parsed if parsed.tzinfo else parsed.replace(tzinfo=timezone.utc)
+    return parsed if parsed.tzinfo else parsed.replace(tzinfo=UTC)
 
 
 def unit_from_loop(item: dict) -> dict:
@@ -103,7 +103,7 @@ def split_sku(sku: str, pattern: str) -> dict | None:
     values = sku.split("-")
     if not sku or len(values) != len(names):
         return None
-    mapped = dict(zip(names, values))
+    mapped = dict(zip(names, values, strict=True))  # lengths checked above
     if {"style", "color", "size"} - mapped.keys():
         return None
     return {"style_number": mapped["style"], "color": mapped["color"], "size": mapped["size"]}
@@ -137,7 +137,7 @@ def _matching_sku(item: dict, group: UnitGroup) -> dict:
 
 
 def ra_date(created_at: str | None, tz: str) -> int:
-    when = parse_loop_time(created_at) or datetime.now(timezone.utc)
+    when = parse_loop_time(created_at) or datetime.now(UTC)
     return int(when.astimezone(ZoneInfo(tz)).strftime("%Y%m%d"))
 
 

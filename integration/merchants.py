@@ -165,10 +165,10 @@ def demo_merchant_config() -> dict:
     """The built-in sandbox merchant; each value can be overridden from the environment."""
     env = os.environ.get
     secrets = env("LOOP_WEBHOOK_SECRETS") or env("LOOP_WEBHOOK_SECRET") or "demo-webhook-secret"
-    criteria = {"partial_grace_s": float(env("PARTIAL_GRACE_S", 72 * 3600)),
+    criteria: dict[str, float | str] = {"partial_grace_s": float(env("PARTIAL_GRACE_S", 72 * 3600)),
                 "expiry_days": float(env("RMA_EXPIRY_DAYS", 30))}
-    if env("RETURN_VALUE_THRESHOLD"):
-        criteria["value_threshold"] = env("RETURN_VALUE_THRESHOLD")
+    if threshold := env("RETURN_VALUE_THRESHOLD"):
+        criteria["value_threshold"] = threshold
     return {
         "name": "demo",
         "loop_base_url": env("LOOP_BASE_URL", "http://127.0.0.1:8001"),
@@ -195,6 +195,7 @@ def load_merchants() -> dict[str, Merchant]:
         if text:
             doc = tomllib.loads(text)
         else:
+            assert path  # with neither set we returned above
             with open(path, "rb") as fh:
                 doc = tomllib.load(fh)
     except (OSError, tomllib.TOMLDecodeError) as exc:

@@ -1,7 +1,8 @@
 """All service state. Unique keys make duplicates impossible rather than merely unlikely."""
 from __future__ import annotations
 
-from datetime import datetime, timezone
+from datetime import UTC, datetime
+from typing import Any, ClassVar
 
 from sqlalchemy import (
     JSON,
@@ -21,11 +22,11 @@ from sqlalchemy.orm import DeclarativeBase, Mapped, Session, mapped_column, rela
 
 
 def utcnow() -> datetime:
-    return datetime.now(timezone.utc)
+    return datetime.now(UTC)
 
 
 class Base(DeclarativeBase):
-    type_annotation_map = {datetime: DateTime(timezone=True), dict: JSON, list: JSON}
+    type_annotation_map: ClassVar[dict[Any, Any]] = {datetime: DateTime(timezone=True), dict: JSON, list: JSON}
 
 
 class WebhookEvent(Base):
@@ -106,12 +107,13 @@ class Return(Base):
     updated_at: Mapped[datetime] = mapped_column(default=utcnow, onupdate=utcnow, index=True)
     version: Mapped[int] = mapped_column(Integer, nullable=False, default=1)
 
-    timeline: Mapped[list["TimelineEntry"]] = relationship(
+    timeline: Mapped[list[TimelineEntry]] = relationship(
         back_populates="ret", order_by="TimelineEntry.id", cascade="all, delete-orphan"
     )
 
     # Optimistic locking: two workers touching one return cannot both win a transition.
-    __mapper_args__ = {"version_id_col": version}
+    # SQLAlchemy types it as an instance attribute (so no ClassVar) and reads it once, at mapping.
+    __mapper_args__ = {"version_id_col": version}  # noqa: RUF012
 
 
 class TimelineEntry(Base):
@@ -196,14 +198,14 @@ def create_all(engine) -> None:
 
 __all__ = [
     "Base",
-    "WebhookEvent",
+    "FeedCursor",
+    "Receipt",
     "Return",
     "TimelineEntry",
-    "Receipt",
-    "FeedCursor",
+    "WebhookEvent",
     "create_all",
-    "receipts_for",
     "fit_row",
-    "utcnow",
     "func",
+    "receipts_for",
+    "utcnow",
 ]

@@ -14,7 +14,7 @@ def flag_note(ra_number: int | None, items: list[str], limit: int = NOTE_MAX) ->
         rest = len(items) - shown
         parts = items[:shown]
         if rest:
-            parts = parts + [f"+{rest} more discrepanc{'y' if rest == 1 else 'ies'}"]
+            parts = [*parts, f"+{rest} more discrepanc{'y' if rest == 1 else 'ies'}"]
         note = head + "; ".join(parts)
         if len(note) <= limit:
             return note

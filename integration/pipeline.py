@@ -7,9 +7,11 @@ the step expected it. The next step is enqueued only after the commit.
 from __future__ import annotations
 
 import logging
+from collections.abc import Iterator
 from contextlib import contextmanager
-from datetime import datetime, timedelta, timezone
-from typing import Iterator, overload
+from datetime import UTC, datetime, timedelta
+from functools import partial
+from typing import overload
 
 from sqlalchemy import select
 from sqlalchemy.exc import IntegrityError
@@ -20,20 +22,20 @@ from . import rules
 from .context import Context
 from .db import after_commit, session_scope
 from .errors import FinalError, NotFound, NotSent, RetryableError, StepFailed, UpstreamError
+from .grading import grades
 from .mapping import (
     build_ra,
     group_units,
     item_fields,
     money,
     parse_loop_time,
-    rma_ref,
     ra_line,
     reason_for,
+    rma_ref,
     ship_from,
     sku_candidates,
     unit_from_loop,
 )
-from .grading import grades
 from .merchants import Merchant
 from .models import FeedCursor, Receipt, Return, WebhookEvent, receipts_for
 from .notes import flag_note
@@ -67,7 +69,7 @@ def as_utc(value: datetime | None) -> datetime | None:
     """SQLite hands datetimes back naive; everything we store is UTC."""
     if value is None or value.tzinfo is not None:
         return value
-    return value.replace(tzinfo=timezone.utc)
+    return value.replace(tzinfo=UTC)
 
 
 def loop_state(raw: str | None) -> str:
@@ -365,7 +367,7 @@ def _expiry(ra: dict, merchant: Merchant, now: datetime) -> datetime:
     """The merchant's expiry, or RLM's own expiration date if that comes first."""
     ours = now + timedelta(days=merchant.criteria.expiry_days)
     try:
-        day = datetime.strptime(str(ra.get("expiration_date")), "%Y%m%d").replace(tzinfo=timezone.utc)
+        day = datetime.strptime(str(ra.get("expiration_date")), "%Y%m%d").replace(tzinfo=UTC)
     except ValueError:
         return ours
     return min(ours, day + timedelta(days=1))  # RLM's date is inclusive
@@ -375,6 +377,8 @@ def transmit_rma(ctx: Context, return_id: int) -> None:
     snap = _snapshot(ctx, return_id)
     if snap is None or snap.state != lc.RMA_CREATED:
         return
+    if snap.rma_number is None:  # cannot happen: RMA_CREATED is entered with the RA number
+        raise StepFailed("no RA number stored for the created RMA")
     rlm = ctx.rlm(ctx.merchant(snap.merchant))
     try:
         result = rlm.transmit(snap.rma_number)
@@ -445,7 +449,8 @@ def _store_receipts(ctx: Context, merchant: Merchant, page: dict) -> int:
         if new_ras:
             ids = s.scalars(select(Return.id).where(Return.merchant == merchant.name,
                                                     Return.rma_number.in_(new_ras))).all()
-            after_commit(s, lambda: [ctx.enqueue("decide", i) for i in ids])
+            for i in ids:
+                after_commit(s, partial(ctx.enqueue, "decide", i))
     return added
 
 
@@ -484,7 +489,7 @@ def _advance_receiving(ret: Return, receipts: list[dict]) -> None:
         return
     if ret.first_receipt_at is None:
         stamps = [parse_loop_time(r.get("received_at")) for r in receipts]
-        ret.first_receipt_at = min((t for t in stamps if t), default=None) or datetime.now(timezone.utc)
+        ret.first_receipt_at = min((t for t in stamps if t), default=None) or datetime.now(UTC)
     target = lc.FULLY_RECEIVED if progress == "complete" else lc.PARTIALLY_RECEIVED
     if target != ret.state and not (ret.state == lc.FULLY_RECEIVED and target == lc.PARTIALLY_RECEIVED):
         lc.transition(ret, target, "receipt posted in RLM", f"{len(receipts)} receipt(s)")
@@ -505,7 +510,9 @@ def act_in_loop(ctx: Context, return_id: int) -> None:
         return
     merchant = ctx.merchant(snap.merchant)
     loop = ctx.loop(merchant)
-    action = snap.decision or ""
+    action = snap.decision
+    if action is None:  # cannot happen: DECIDED is entered with the decision
+        raise StepFailed("no decision stored for the decided return")
     claimed = snap.loop_action_claimed_at
     if action in ASYNC_ACTIONS and snap.loop_call_sent_at is not None:
         # An earlier attempt sent the call and stopped before recording the answer (a worker

@@ -137,6 +137,6 @@ def receipt_progress(rma_lines: list[dict], receipts: list[dict]) -> str:
     per_line, unexpected = tally(rma_lines, receipts)
     if not any(t.received for t in per_line.values()) and not unexpected:
         return "none"
-    if all(per_line[l["line_number"]].received >= int(l["qty_authorized"]) for l in rma_lines):
+    if all(per_line[ln["line_number"]].received >= int(ln["qty_authorized"]) for ln in rma_lines):
         return "complete"
     return "partial"

@@ -4,7 +4,7 @@ from __future__ import annotations
 import base64
 import hashlib
 import hmac
-from typing import Iterable
+from collections.abc import Iterable
 
 
 def sign(secret: str, body: bytes) -> str:

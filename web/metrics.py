@@ -8,7 +8,7 @@ depths); counters and task durations from the Redis hashes the workers write
 from __future__ import annotations
 
 import hmac
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 
 import redis
 from flask import Blueprint, Response, current_app, jsonify, request
@@ -72,8 +72,8 @@ class _Collector:
             oldest = s.scalar(select(func.min(WebhookEvent.received_at))
                               .where(WebhookEvent.status == "received"))
         if oldest is not None and oldest.tzinfo is None:
-            oldest = oldest.replace(tzinfo=timezone.utc)  # SQLite hands back naive UTC
-        lag.add_metric([], (datetime.now(timezone.utc) - oldest).total_seconds() if oldest else 0.0)
+            oldest = oldest.replace(tzinfo=UTC)  # SQLite hands back naive UTC
+        lag.add_metric([], (datetime.now(UTC) - oldest).total_seconds() if oldest else 0.0)
         yield from (returns, events, lag)
 
     def _broker(self):

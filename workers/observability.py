@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import logging
 import time
+from contextvars import Token
 from functools import partial
 
 import redis
@@ -56,7 +57,7 @@ class MetricStore:
     def read(self) -> dict:
         tasks: dict[tuple[str, str], dict] = {}
         for field, value in self.client.hgetall(self.TASKS).items():
-            task, state, part = field.decode().split("|")
+            task, state, part = _text(field).split("|")
             entry = tasks.setdefault((task, state), {"le": {}, "sum": 0.0, "count": 0})
             if part in ("sum", "count"):
                 entry[part] = float(value)
@@ -70,10 +71,15 @@ class MetricStore:
             entry["buckets"] = buckets
         return {
             "tasks": tasks,
-            "api_errors": {tuple(f.decode().split("|")): int(v)
+            "api_errors": {tuple(_text(f).split("|")): int(v)
                            for f, v in self.client.hgetall(self.API_ERRORS).items()},
-            "waits": {f.decode(): float(v) for f, v in self.client.hgetall(self.WAITS).items()},
+            "waits": {_text(f): float(v) for f, v in self.client.hgetall(self.WAITS).items()},
         }
+
+
+def _text(value: bytes | str) -> str:
+    """A hash field as text: our clients do not decode responses, so it comes back as bytes."""
+    return value.decode() if isinstance(value, bytes) else value
 
 
 _store: MetricStore | None = None
@@ -95,7 +101,7 @@ def _setup_logging(loglevel=None, **_):
 
 
 # --- per task ------------------------------------------------------------------------------
-_running: dict[str, tuple[object, float]] = {}
+_running: dict[str, tuple[Token, float]] = {}
 
 
 @signals.task_prerun.connect
@@ -126,6 +132,7 @@ def _subject(task_name: str, args) -> dict:
     if not args or task_name not in RETURN_TASKS | {EVENT_TASK}:
         return {}
     target = args[0]
+    table: type[WebhookEvent] | type[Return]
     if task_name == EVENT_TASK:
         table, fields = WebhookEvent, {"event_id": target}
     else:
