@@ -25,6 +25,7 @@ from pathlib import Path
 import requests
 from sqlalchemy import create_engine, text
 
+from integration.mapping import rma_ref
 from stack.demo import Demo, Scenario
 from stack.processes import Stack
 
@@ -119,7 +120,7 @@ def run(returns: int = 1000, limit: int = 600, concurrency: int = 12, timeout_s:
         out["loop"] = _loop_calls(loop_before, loop_after, [t.loop_id for t in tracked])
         out["rlm_calls"] = _diff(rlm_before.get("requests", {}), rlm_after.get("requests", {}))
         ras = rlm_after.get("ras_per_external_ref", {}).get("90", {})
-        out["ras_not_one"] = sum(1 for t in tracked if ras.get(t.loop_id, 0) != 1)
+        out["ras_not_one"] = sum(1 for t in tracked if ras.get(rma_ref("demo", t.loop_id), 0) != 1)
         out["logs"] = _scan_logs(workdir / "logs")
         out["restarts"] = dict(stack.restarts)
     return out

@@ -18,6 +18,7 @@ from pathlib import Path
 
 import requests
 
+from integration.mapping import rma_ref
 from integration.signature import sign
 
 from .processes import Stack
@@ -238,7 +239,7 @@ class Demo:
     def outcome(self, t: Tracked) -> dict:
         loop = self.http.get(f"{self.stack.url('loop')}/_sim/returns/{t.loop_id}", timeout=10).json()
         rlm_stats = self.http.get(f"{self.stack.url('rlm')}/_sim/stats", timeout=10).json()
-        ras = rlm_stats["ras_per_external_ref"].get("90", {}).get(t.loop_id, 0)
+        ras = rlm_stats["ras_per_external_ref"].get("90", {}).get(rma_ref("demo", t.loop_id), 0)
         ours = [a["action"] for a in loop.get("actions", []) if a.get("ok") and a["action"] in ("process", "flag")]
         actual = self._actual(t)
         decision = t.view.get("decision") or {}

@@ -6,6 +6,7 @@ import time
 import requests
 from celery import Celery
 
+from integration.mapping import rma_ref
 from stack.demo import Demo, Scenario
 from workers.names import publisher
 
@@ -38,7 +39,7 @@ def loop_record(stack, loop_id: str) -> dict:
 
 def ras_for(stack, loop_id: str) -> int:
     stats = requests.get(f"{stack.url('rlm')}/_sim/stats", timeout=10).json()
-    return stats["ras_per_external_ref"].get("90", {}).get(loop_id, 0)
+    return stats["ras_per_external_ref"].get("90", {}).get(rma_ref("demo", loop_id), 0)
 
 
 def successful_actions(stack, loop_id: str) -> list[str]:

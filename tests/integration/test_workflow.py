@@ -7,6 +7,7 @@ import json
 import pytest
 import requests
 
+from integration.mapping import rma_ref
 from integration.signature import sign
 from stack.demo import SCENARIOS, SIM_ONLY_FIELDS, Demo, Scenario, Tracked
 
@@ -171,7 +172,7 @@ def test_shopper_address_is_gone_from_the_database_once_the_rma_exists(stack):
     dump = json.dumps(rows)
     assert "108 Demo Street" not in dump and "Number108" not in dump and "shopper108@" not in dump
     ra = requests.get(f"{stack.url('rlm')}/api/v1/companies/90/return-authorizations",
-                      params={"external_ref": loop_id}, auth=("demo", "demo-rlm-key"), timeout=5).json()
+                      params={"external_ref": rma_ref("demo", loop_id)}, auth=("demo", "demo-rlm-key"), timeout=5).json()
     assert ra["data"][0]["ship_from"]["address1"] == "108 Demo Street"  # it did reach RLM
 
 
