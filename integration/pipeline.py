@@ -593,11 +593,12 @@ def settle_s(ctx: Context) -> float:
 
 
 def outcome_checks(ctx: Context, sent_at: datetime, now: datetime) -> datetime:
-    """When to read Loop next while waiting for a process call's outcome: the settle time after
+    """When to read Loop next while waiting for a process call's outcome: LOOP_SETTLE_S after
     sending, then after as long again as we have waited so far (the gaps double), never more
-    than LOOP_OUTCOME_CHECK_MAX_S apart."""
+    than LOOP_OUTCOME_CHECK_MAX_S apart. Reading is harmless; it only costs a Loop request."""
     waited = max(0.0, (now - sent_at).total_seconds())
-    gap = min(ctx.settings.loop_outcome_check_max_s, max(settle_s(ctx), waited))
+    first = max(1.0, ctx.settings.loop_settle_s)
+    gap = min(ctx.settings.loop_outcome_check_max_s, max(first, waited))
     return now + timedelta(seconds=gap)
 
 

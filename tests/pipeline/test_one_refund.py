@@ -134,7 +134,8 @@ def test_a_claim_whose_request_never_left_is_sent_after_the_settle_time(harness_
 
 def test_outcome_checks_start_at_the_settle_time_then_double_up_to_the_cap(harness_for):
     h = harness_for()
-    settle, cap = pipeline.settle_s(h.ctx), h.ctx.settings.loop_outcome_check_max_s
+    h.ctx.settings = replace(h.ctx.settings, loop_settle_s=60.0)
+    settle, cap = 60.0, h.ctx.settings.loop_outcome_check_max_s
     sent = h.ctx.now()
     gaps = []
     now = sent
