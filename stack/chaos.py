@@ -6,7 +6,9 @@ some `return.updated` before their `return.created`; Celery pool processes kille
 mid-task and a whole worker killed; the broker stopped and restarted (append-only file on);
 the receiver restarted. Then it checks that every return reached its expected end state, with
 exactly one RMA in RLM and at most one Loop action (exactly one where one is expected), and
-that nothing is stuck in the inbox.
+that nothing is stuck in the inbox; and, from the sandboxes' own ledgers rather than our
+database, the calls Loop accepted per return and the RAs RLM holds per return. On SQLite or,
+with `database="postgres"`, on a throwaway PostgreSQL cluster.
 """
 from __future__ import annotations
 
@@ -21,9 +23,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import requests
-from sqlalchemy import create_engine, text
+from sqlalchemy import text
 
-from .demo import Demo, Scenario, demo_env
+from integration.db import get_engine
+
+from .demo import Demo, Scenario, demo_env, ras_for
 from .processes import Stack
 
 CHAOS_SCENARIOS = [
@@ -42,15 +46,26 @@ CHAOS_ENV = {"RLM_READ_TIMEOUT_S": "2", "LOOP_READ_TIMEOUT_S": "5", "STUCK_AFTER
              "MAX_EVENT_ATTEMPTS": "30"}
 
 
+# Loop calls that process a return: `remove` takes units off and processes the rest.
+PROCESSING_CALLS = ("process", "remove")
+
+
 @dataclass
 class Figures:
     seed: int
     returns: int = 0
+    database: str = ""
+    peak_db_connections: int | None = None
     reached_expected: int = 0
     wrong: list[dict] = field(default_factory=list)
     rmas_not_one: list[str] = field(default_factory=list)
     loop_actions_wrong: list[str] = field(default_factory=list)
     stuck_events: int = 0
+    # From the sandboxes' ledgers and our operator API (loop ids, with what was wrong).
+    ledger_processing_wrong: list[str] = field(default_factory=list)
+    ledger_flag_wrong: list[str] = field(default_factory=list)
+    ledger_ras_not_one: list[str] = field(default_factory=list)
+    not_settled: list[str] = field(default_factory=list)
     parked_then_retried: int = 0
     faults: dict = field(default_factory=dict)
     disruptions: list[str] = field(default_factory=list)
@@ -64,16 +79,29 @@ class Figures:
     def ok(self) -> bool:
         return (self.reached_expected == self.returns and not self.rmas_not_one
                 and not self.loop_actions_wrong and self.stuck_events == 0
+                and not self.ledger_processing_wrong and not self.ledger_flag_wrong
+                and not self.ledger_ras_not_one and not self.not_settled
                 and self.rlm_fault_share >= 0.10 and len(self.disruptions) >= 5)
 
     def lines(self) -> list[str]:
+        connections = ([] if self.peak_db_connections is None else
+                       [f"database connections at peak           {self.peak_db_connections}"])
         return [
+            f"database                               {self.database}",
+            *connections,
             f"seed                                   {self.seed}",
             f"returns                                {self.returns}",
             f"reached their expected end state       {self.reached_expected} (must be {self.returns})",
             f"returns without exactly one RMA        {len(self.rmas_not_one)} (must be 0)",
             f"returns with a wrong Loop action count {len(self.loop_actions_wrong)} (must be 0)",
             f"events stuck in the inbox              {self.stuck_events} (must be 0)",
+            f"Loop ledger: process+remove accepted   {len(self.ledger_processing_wrong)} (must be 0)"
+            f"  returns with more than 1, or not 1 where processed is expected",
+            f"Loop ledger: flag accepted             {len(self.ledger_flag_wrong)} (must be 0)"
+            f"  returns with more than 1, or not 1 where flagged is expected",
+            f"RLM ledger: RAs per return             {len(self.ledger_ras_not_one)} (must be 0)"
+            f"  returns without exactly one",
+            f"not terminal, nor parked with a reason {len(self.not_settled)} (must be 0)",
             f"parked by injected refusals, retried   {self.parked_then_retried}",
             f"RLM calls answered with a fault        {self.faults.get('rlm', 0)} of {self.faults.get('rlm_calls', 0)}"
             f" ({self.rlm_fault_share:.0%}, must be at least 10%)",
@@ -166,56 +194,133 @@ def retry_parked(stack: Stack, demo: Demo, tracked) -> int:
     return retried
 
 
-def run_chaos(count: int = 500, seed: int = 1, workdir: str | None = None, out=sys.stdout) -> Figures:
+def run_chaos(count: int = 500, seed: int = 1, workdir: str | None = None, out=sys.stdout,
+              database: str = "sqlite") -> Figures:
     started = time.monotonic()
     rng = random.Random(seed)
     fig = Figures(seed=seed, returns=count)
     base = Path(workdir) if workdir else Path(tempfile.mkdtemp(prefix="rlm-loop-chaos-"))
-    print(f"chaos: {count} returns, seed {seed}, stack in {base}", file=out, flush=True)
+    print(f"chaos: {count} returns, seed {seed}, database {database}, stack in {base}", file=out, flush=True)
     # Faults slow everything down, this driver included: the warehouse's second parcel needs a
     # longer grace period, more so in a large batch.
     grace = max(30.0, 0.15 * count)
     env = {**demo_env(count), **CHAOS_ENV, "RMA_EXPIRY_DAYS": "30", "PARTIAL_GRACE_S": str(grace)}
-    with Stack(base, workers=2, extra_env=env, capture_broker=True) as stack:
-        inject_faults(stack, rng)
-        demo = Demo(stack, out, CHAOS_SCENARIOS)
-        tracked = demo.create_all(count)
-        done = threading.Event()
-        chaos = threading.Thread(target=disrupt, args=(stack, rng, fig.disruptions, done), daemon=True)
-        chaos.start()
-        demo.drive(tracked, timeout=240 + count * 1.2)
-        done.set()
-        chaos.join()
-        fig.faults = clear_faults(stack)
-        fig.parked_then_retried = retry_parked(stack, demo, tracked)
-        demo.drive(tracked, timeout=120)
-        rows = [demo.outcome(t) for t in tracked]
-        for row, t in zip(rows, tracked):
-            if row["matched"]:
-                fig.reached_expected += 1
-            else:
-                fig.wrong.append(row)
-            if "RAs in RLM" in row["actual"] or _ras(stack, t.loop_id) != 1:
-                fig.rmas_not_one.append(t.loop_id)
-            if "Loop action" in row["actual"]:
-                fig.loop_actions_wrong.append(t.loop_id)
-        fig.stuck_events = _stuck_events(stack)
+    with Stack(base, workers=2, extra_env=env, capture_broker=True, database=database) as stack:
+        fig.database = stack.database_label()
+        print(f"chaos: database {fig.database}", file=out, flush=True)
+        sampled = threading.Event()
+        sampler = threading.Thread(target=_sample_connections, args=(stack, fig, sampled), daemon=True)
+        sampler.start()
+        try:
+            _drive_under_chaos(stack, rng, fig, count, out)
+        finally:
+            sampled.set()
+            sampler.join()
     fig.elapsed_s = time.monotonic() - started
     for line in fig.lines():
         print(line, file=out)
     for row in fig.wrong[:20]:
         print("  not as expected:", json.dumps(row), file=out)
+    for what, found in (("Loop process+remove", fig.ledger_processing_wrong),
+                        ("Loop flag", fig.ledger_flag_wrong), ("RLM RAs", fig.ledger_ras_not_one),
+                        ("not settled", fig.not_settled)):
+        for detail in found[:20]:
+            print(f"  {what}: {detail}", file=out)
     print("chaos: PASS" if fig.ok else "chaos: FAIL", file=out, flush=True)
     return fig
 
 
+def _drive_under_chaos(stack: Stack, rng: random.Random, fig: Figures, count: int, out) -> None:
+    inject_faults(stack, rng)
+    demo = Demo(stack, out, CHAOS_SCENARIOS)
+    tracked = demo.create_all(count)
+    done = threading.Event()
+    chaos = threading.Thread(target=disrupt, args=(stack, rng, fig.disruptions, done), daemon=True)
+    chaos.start()
+    demo.drive(tracked, timeout=240 + count * 1.2)
+    done.set()
+    chaos.join()
+    fig.faults = clear_faults(stack)
+    fig.parked_then_retried = retry_parked(stack, demo, tracked)
+    demo.drive(tracked, timeout=120)
+    rows = [demo.outcome(t) for t in tracked]
+    for row, t in zip(rows, tracked):
+        if row["matched"]:
+            fig.reached_expected += 1
+        else:
+            fig.wrong.append(row)
+        if "RAs in RLM" in row["actual"] or _ras(stack, t.loop_id) != 1:
+            fig.rmas_not_one.append(t.loop_id)
+        if "Loop action" in row["actual"]:
+            fig.loop_actions_wrong.append(t.loop_id)
+    fig.stuck_events = _stuck_events(stack)
+    check_ledgers(stack, demo, tracked, fig)
+
+
+def check_ledgers(stack: Stack, demo: Demo, tracked, fig: Figures) -> None:
+    """What the sandboxes recorded, whatever our database says; and where each return ended.
+
+    Loop (`GET /_sim/stats`, per return: accepted calls per action, and `refused`): at most one
+    accepted process-or-remove and one accepted flag per return, exactly one where the scenario
+    expects the return processed or flagged. RLM (`GET /_sim/stats`): exactly one RA per return.
+    Our operator API: every return complete or cancelled, or parked (needs_attention) with a
+    reason; only we know a return is parked.
+    """
+    loop = requests.get(f"{stack.url('loop')}/_sim/stats", timeout=10).json()["returns"]
+    rlm = requests.get(f"{stack.url('rlm')}/_sim/stats", timeout=10).json()
+    for t in tracked:
+        calls = loop.get(t.loop_id, {})
+        processing = sum(calls.get(action, 0) for action in PROCESSING_CALLS)
+        flags = calls.get("flag", 0)
+        expected = t.scenario.expected
+        if processing > 1 or (expected == "processed" and processing != 1):
+            fig.ledger_processing_wrong.append(
+                f"{t.loop_id} ({t.scenario.name}): {processing} accepted, {calls.get('refused', 0)} refused")
+        if flags > 1 or (expected == "flagged" and flags != 1):
+            fig.ledger_flag_wrong.append(
+                f"{t.loop_id} ({t.scenario.name}): {flags} accepted, {calls.get('refused', 0)} refused")
+        ras = ras_for(rlm, t.loop_id)
+        if ras != 1:
+            fig.ledger_ras_not_one.append(f"{t.loop_id} ({t.scenario.name}): {ras} RAs")
+        problem = _not_settled(stack, demo, t.loop_id)
+        if problem:
+            fig.not_settled.append(f"{t.loop_id} ({t.scenario.name}): {problem}")
+
+
+def _not_settled(stack: Stack, demo: Demo, loop_id: str) -> str | None:
+    r = demo.http.get(f"{stack.url('web')}/api/returns/{loop_id}", headers=stack.admin_headers(), timeout=10)
+    if r.status_code != 200:
+        return f"our API answered {r.status_code}"
+    view = r.json()
+    state = view.get("state")
+    if state in ("complete", "cancelled"):
+        return None
+    if state == "needs_attention":
+        return None if (view.get("attention_reason") or "").strip() else "parked without a reason"
+    return f"still {state}"
+
+
+def _sample_connections(stack: Stack, fig: Figures, done: threading.Event) -> None:
+    """The most client connections PostgreSQL had open at once during the run (one a second)."""
+    if stack.postgres is None:
+        return
+    fig.peak_db_connections = 0
+    while True:
+        try:
+            fig.peak_db_connections = max(fig.peak_db_connections, stack.postgres.connections())
+        except Exception:  # noqa: BLE001  (a sample missed is no failure of the run)
+            pass
+        if done.wait(1.0):
+            return
+
+
 def _ras(stack: Stack, loop_id: str) -> int:
     stats = requests.get(f"{stack.url('rlm')}/_sim/stats", timeout=10).json()
-    return stats["ras_per_external_ref"].get("90", {}).get(loop_id, 0)
+    return ras_for(stats, loop_id)
 
 
 def _stuck_events(stack: Stack) -> int:
-    engine = create_engine(stack.env["DATABASE_URL"])
+    engine = get_engine(stack.env["DATABASE_URL"])  # disposed when the stack stops
     with engine.connect() as conn:
         return conn.execute(text(
             "select count(*) from webhook_events where status in ('received', 'processing')")).scalar()

@@ -34,7 +34,7 @@ from workers.names import STEP_TASK_NAMES, publisher
 from .demo import SCENARIOS, run_demo
 from .doctor import merchant_problems, run_checks
 from .schema import migrate
-from .processes import FAST_ENV, FIXED_PORTS, WEBHOOK_TRIGGERS, wait_http
+from .processes import DATABASES, FAST_ENV, FIXED_PORTS, WEBHOOK_TRIGGERS, wait_http
 
 ROOT = Path(__file__).resolve().parent.parent
 DEV_VALKEY_PORT = 6380  # Procfile.dev's broker (6379 is left to any Redis already installed)
@@ -87,6 +87,9 @@ def _merchant_of(ctx: Context, loop_return_id: str, merchant: str | None) -> str
 
 
 merchant_option = click.option("--merchant", help="Merchant name (needed only if the id is ambiguous).")
+db_option = click.option("--db", "database", type=click.Choice(DATABASES), default="sqlite", show_default=True,
+                         help="The stack's database: a SQLite file in the workdir, or a throwaway "
+                              "PostgreSQL cluster started (and removed) with the stack.")
 
 
 # --- running it ------------------------------------------------------------------------------
@@ -95,9 +98,10 @@ merchant_option = click.option("--merchant", help="Merchant name (needed only if
               help="How many sample returns (scenarios repeat in turn).")
 @click.option("--report", "report_path", type=click.Path(dir_okay=False), help="Write a JSON report here.")
 @click.option("--workdir", type=click.Path(file_okay=False), help="Keep data and logs here.")
-def demo(count: int, report_path: str | None, workdir: str | None) -> None:
+@db_option
+def demo(count: int, report_path: str | None, workdir: str | None, database: str) -> None:
     """Start everything, drive sample returns through the workflow, check each outcome."""
-    result = run_demo(count, report_path, workdir)
+    result = run_demo(count, report_path, workdir, database=database)
     summary = result["summary"]
     sys.exit(0 if summary["matched"] == summary["total"] else 1)
 
@@ -106,11 +110,12 @@ def demo(count: int, report_path: str | None, workdir: str | None) -> None:
 @click.option("--returns", "count", default=500, show_default=True, help="How many returns.")
 @click.option("--seed", default=1, show_default=True, help="Seed for the faults and disruptions.")
 @click.option("--workdir", type=click.Path(file_okay=False), help="Keep data and logs here.")
-def chaos(count: int, seed: int, workdir: str | None) -> None:
+@db_option
+def chaos(count: int, seed: int, workdir: str | None, database: str) -> None:
     """Drive returns through the real stack while injecting faults; check nothing is lost or doubled."""
     from .chaos import run_chaos
 
-    sys.exit(0 if run_chaos(count, seed, workdir).ok else 1)
+    sys.exit(0 if run_chaos(count, seed, workdir, database=database).ok else 1)
 
 
 @main.command()

@@ -18,7 +18,6 @@ from pathlib import Path
 
 import requests
 
-from integration.mapping import rma_ref
 from integration.signature import sign
 
 from .processes import Stack
@@ -66,6 +65,18 @@ ACTIONS_EXPECTED = {"processed": ["process"], "flagged": ["flag"], "by_person": 
 # What the Loop sandbox's /_sim/returns/<id> adds to the API view: not part of a webhook body.
 SIM_ONLY_FIELDS = ("actions", "history", "notes", "process_data", "processing_pending", "removed_line_items")
 NEXT_PARCEL_AFTER_S = 5.0  # well inside the shortest grace period the demo and chaos runs use
+RLM_COMPANY = "90"
+
+
+def ras_for(rlm_stats: dict, loop_id: str, company: str = RLM_COMPANY) -> int:
+    """RAs in the RLM sandbox for one Loop return, from its ledger (`GET /_sim/stats`).
+
+    An RA's external_ref is the bare Loop return id, or one scoped by merchant
+    (`"<merchant>:<loop return id>"`): both count.
+    """
+    refs = rlm_stats["ras_per_external_ref"].get(company, {})
+    suffix = f":{loop_id}"
+    return sum(n for ref, n in refs.items() if ref == loop_id or ref.endswith(suffix))
 
 
 @dataclass
@@ -239,7 +250,7 @@ class Demo:
     def outcome(self, t: Tracked) -> dict:
         loop = self.http.get(f"{self.stack.url('loop')}/_sim/returns/{t.loop_id}", timeout=10).json()
         rlm_stats = self.http.get(f"{self.stack.url('rlm')}/_sim/stats", timeout=10).json()
-        ras = rlm_stats["ras_per_external_ref"].get("90", {}).get(rma_ref("demo", t.loop_id), 0)
+        ras = ras_for(rlm_stats, t.loop_id)
         ours = [a["action"] for a in loop.get("actions", []) if a.get("ok") and a["action"] in ("process", "flag")]
         actual = self._actual(t)
         decision = t.view.get("decision") or {}
@@ -316,11 +327,12 @@ def demo_env(count: int) -> dict[str, str]:
 
 
 def run_demo(count: int = len(SCENARIOS), report_path: str | None = None, workdir: str | None = None,
-             timeout: float | None = None, out=sys.stdout) -> dict:
+             timeout: float | None = None, out=sys.stdout, database: str = "sqlite") -> dict:
     started = time.monotonic()
     base = Path(workdir) if workdir else Path(tempfile.mkdtemp(prefix="rlm-loop-demo-"))
     print(f"starting the stack in {base} (logs in {base / 'logs'})", file=out, flush=True)
-    with Stack(base, extra_env=demo_env(count)) as stack:
+    with Stack(base, extra_env=demo_env(count), database=database) as stack:
+        print(f"database: {stack.database_label()}", file=out, flush=True)
         rows = Demo(stack, out).run(count, timeout or 120 + count * 1.0)
     result = report(rows, time.monotonic() - started)
     print_table(rows, out)

@@ -1,5 +1,5 @@
 """Start, supervise and stop the real processes: Valkey, both sandboxes, gunicorn, Celery
-workers and beat.
+workers and beat; on SQLite (a file in the workdir) or on a throwaway PostgreSQL cluster.
 
 Every process logs to `<workdir>/logs/<name>.log`, so a run can be inspected (and scanned for
 personal data) afterwards. Like a platform's dyno manager, a supervisor restarts any process
@@ -20,8 +20,11 @@ from pathlib import Path
 import redis
 import requests
 
+from integration import db
 from integration.embedded_redis import free_port, start_valkey, wait_until
 from integration.loop_client import LoopClient
+
+from .postgres import PostgresCluster, cluster_root, find_bindir
 
 ROOT = Path(__file__).resolve().parent.parent
 FIXED_PORTS = {"web": 8000, "loop": 8001, "rlm": 8002, "flower": 5555}
@@ -42,6 +45,11 @@ FAST_ENV = {
     "TASK_RETRY_BASE_S": "0.5",
     "REDBEAT_LOCK_TIMEOUT_S": "15",
 }
+DATABASES = ("sqlite", "postgres")
+POSTGRES_DATABASE = "integration"
+# Connections this (driving) process may hold on the stack's database at once: the cached engine
+# of the migrations and checks, a chaos run's connection sampler, and one spare.
+DRIVER_CONNECTIONS = 3
 
 
 @dataclass
@@ -53,6 +61,9 @@ class Stack:
     workers: int = 1
     flower: bool = False
     capture_broker: bool = False  # record every command the broker sees, for the PII scan
+    database: str = "sqlite"  # sqlite: a file in the workdir | postgres: a throwaway cluster
+    web_processes: int = 2
+    web_threads: int = 4
     extra_env: dict[str, str] = field(default_factory=dict)
     procs: dict[str, subprocess.Popen] = field(default_factory=dict)
     commands: dict[str, list[str]] = field(default_factory=dict)
@@ -60,6 +71,8 @@ class Stack:
     env: dict[str, str] = field(default_factory=dict)
     redis_url: str = ""
     restarts: dict[str, int] = field(default_factory=dict)
+    postgres: PostgresCluster | None = None
+    _postgres_link: Path | None = None
     _stopping: threading.Event = field(default_factory=threading.Event)
     _paused: set[str] = field(default_factory=set)
 
@@ -73,14 +86,16 @@ class Stack:
         for name in ("web", "loop", "rlm", "flower", "valkey"):
             self.ports[name] = FIXED_PORTS.get(name, 0) if self.fixed_ports else 0
             self.ports[name] = self.ports[name] or free_port()
+        self._start_database()
         self._start_valkey()
         self.env = self._environment()
         self._init_database()
         py = [sys.executable, "-m"]
         self._spawn("loop", py + ["sandbox.loop", "--port", str(self.ports["loop"])])
         self._spawn("rlm", py + ["sandbox.rlm", "--port", str(self.ports["rlm"])])
-        self._spawn("web", py + ["gunicorn", "-b", f"127.0.0.1:{self.ports['web']}", "-w", "2",
-                                 "--threads", "4", "--access-logfile", "-", "web:create_app()"])
+        self._spawn("web", py + ["gunicorn", "-b", f"127.0.0.1:{self.ports['web']}",
+                                 "-w", str(self.web_processes), "--threads", str(self.web_threads),
+                                 "--access-logfile", "-", "web:create_app()"])
         for name in ("loop", "rlm"):
             wait_http(f"{self.url(name)}/_sim/clock", self.procs[name])
         wait_http(f"{self.url('web')}/healthz", self.procs["web"])
@@ -98,6 +113,45 @@ class Stack:
         self._configure_sandboxes()
         threading.Thread(target=self._supervise, daemon=True).start()
         return self
+
+    def max_db_connections(self) -> int:
+        """max_connections for the stack's PostgreSQL, computed from what the stack runs.
+
+        Every database user holds at most one connection per thread of work (a session at a time;
+        each process's pool keeps only what it used at once): gunicorn's processes x threads, each
+        Celery pool process (worker and loopworker per `workers`, `worker_concurrency` each; the
+        parent processes run no task), beat, and this driving process (DRIVER_CONNECTIONS).
+        For the chaos stack: 2 x 4 + 2 x 2 x 4 + 1 + 3 = 28 clients. Doubled, for processes killed
+        and replaced while the server has not yet seen their connections close, plus the 3 slots
+        PostgreSQL reserves for superusers by default: 59.
+        """
+        web = self.web_processes * self.web_threads
+        tasks = self.workers * 2 * self.worker_concurrency
+        beat = 1
+        clients = web + tasks + beat + DRIVER_CONNECTIONS
+        superuser_reserved = 3
+        return 2 * clients + superuser_reserved
+
+    def _start_database(self) -> None:
+        """With `database="postgres"`: a throwaway cluster under the workdir, before any process."""
+        if self.database not in DATABASES:
+            raise ValueError(f"database must be one of {', '.join(DATABASES)}, not {self.database!r}")
+        if self.database != "postgres":
+            return
+        bindir = find_bindir()
+        if bindir is None:
+            raise RuntimeError("PostgreSQL is not installed (Debian: apt-get install postgresql)")
+        root, self._postgres_link = cluster_root(self.workdir)
+        self.postgres = PostgresCluster(bindir, root, max_connections=self.max_db_connections())
+        self.postgres.start()
+        self.postgres.create_database(POSTGRES_DATABASE)
+
+    def database_label(self) -> str:
+        """Which database the stack runs on, for reports."""
+        if self.postgres is None:
+            return f"sqlite ({self.env.get('DATABASE_URL', '')})"
+        return (f"postgres (PostgreSQL {self.postgres.version()}, port {self.postgres.port}, "
+                f"max_connections {self.postgres.max_connections})")
 
     def _start_valkey(self) -> None:
         proc, self.redis_url = start_valkey(self.workdir / "valkey", self.ports["valkey"])
@@ -121,7 +175,8 @@ class Stack:
         env = dict(os.environ)
         env.update({
             "DATA_DIR": str(self.workdir),
-            "DATABASE_URL": env.get("STACK_DATABASE_URL") or f"sqlite:///{self.workdir / 'integration.db'}",
+            "DATABASE_URL": (self.postgres.url(POSTGRES_DATABASE) if self.postgres else
+                             env.get("STACK_DATABASE_URL") or f"sqlite:///{self.workdir / 'integration.db'}"),
             "REDIS_URL": self.redis_url,
             "LOOP_BASE_URL": self.url("loop"),
             "RLM_BASE_URL": self.url("rlm"),
@@ -218,13 +273,30 @@ class Stack:
 
     def stop(self) -> None:
         self._stopping.set()
-        for name in reversed(list(self.procs)):
-            if name != "valkey":
-                self.stop_process(name)
-        valkey = self.procs.get("valkey")
-        if valkey is not None and valkey.poll() is None:
-            valkey.terminate()
-            valkey.wait(timeout=10)
+        try:
+            for name in reversed(list(self.procs)):
+                if name != "valkey":
+                    self.stop_process(name)
+            valkey = self.procs.get("valkey")
+            if valkey is not None and valkey.poll() is None:
+                valkey.terminate()
+                valkey.wait(timeout=10)
+        finally:  # whatever happened above (an error, a second Ctrl-C), the cluster goes
+            self._stop_database()
+
+    def _stop_database(self) -> None:
+        url = self.env.get("DATABASE_URL")
+        engine = db._engines.pop(url, None) if url else None  # this process's pool (migrations, checks)
+        if engine is not None:
+            engine.dispose()
+        if self.postgres is not None:
+            cluster, self.postgres = self.postgres, None
+            logs = self.workdir / "logs"
+            try:
+                cluster.stop(keep_log=logs / "postgres.log" if logs.is_dir() else None)
+            finally:
+                if self._postgres_link is not None:
+                    self._postgres_link.unlink(missing_ok=True)
 
     def __enter__(self) -> "Stack":
         try:
