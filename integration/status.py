@@ -39,6 +39,8 @@ def return_view(ret: Return) -> dict:
             "loop_note": ret.loop_note,
         } if ret.decision else None,
         "attention_reason": ret.attention_reason,
+        "waiting": {"for": ret.waiting_for, "next_check_at": _iso(ret.next_check_at),
+                    "until": _iso(ret.wait_deadline)} if ret.waiting_for else None,
         "created_at": _iso(ret.created_at),
         "updated_at": _iso(ret.updated_at),
         "timeline": [

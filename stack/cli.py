@@ -222,6 +222,13 @@ def status(loop_return_id: str, merchant: str | None, as_json: bool) -> None:
     click.echo(json.dumps(view, indent=2) if as_json else _describe(view))
 
 
+def _waiting(waiting: dict | None) -> str:
+    if not waiting:
+        return "-"
+    return (f"for {waiting['for'].replace('_', ' ')}: next look {waiting['next_check_at'][:19]}, "
+            f"parked if nothing by {waiting['until'][:19]}")
+
+
 def _describe(view: dict) -> str:
     decision = view["decision"] or {}
     rows = [
@@ -233,6 +240,7 @@ def _describe(view: dict) -> str:
         ("reasons", "; ".join(decision.get("reasons") or []) or "-"),
         ("Loop note", decision.get("loop_note") or "-"),
         ("attention", view["attention_reason"] or "-"),
+        ("waiting", _waiting(view.get("waiting"))),
         ("RMA lines", ", ".join(f"{line.get('qty_authorized')} x {label(line)}"
                                 for line in view["rma_lines"]) or "-"),
         ("receipts", ", ".join(f"#{r['receipt_number']} ({len(r['lines'])} lines, {r['received_at']})"
