@@ -1,4 +1,4 @@
-"""Celery settings (see shared/spec/engineering-anchors.md §2 for why each one is here)."""
+"""Celery settings; the comment beside each says why it is here."""
 import os
 
 from workers.names import TASK_ROUTES

@@ -1,4 +1,4 @@
-"""Loop Returns API client (see shared/spec/loop-api.md).
+"""Loop Returns API client (see docs/loop-api.md).
 
 Quirk handled here: Loop reports refused actions as HTTP 200 with an error body; success is
 only a 2xx whose body is the JSON string "true".

@@ -1,4 +1,4 @@
-"""RLM client behind a transport seam (shared/spec/rlm-api.md, Part B).
+"""RLM client behind a transport seam (docs/rlm-api.md, Part B).
 
 Business logic calls `RlmClient`; `JsonTransport` speaks today's JSON REST model. A SOAP
 transport (Part A.2 conventions) can replace it once RLM confirms its real API.

@@ -1,4 +1,4 @@
-"""The Loop sandbox follows shared/spec/loop-api.md, quirks included: one test per rule."""
+"""The Loop sandbox follows docs/loop-api.md, quirks included: one test per rule."""
 from __future__ import annotations
 
 import base64
