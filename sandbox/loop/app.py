@@ -2,7 +2,6 @@
 from __future__ import annotations
 
 import collections
-import dataclasses
 import math
 import threading
 import time
@@ -11,7 +10,7 @@ from urllib.parse import urlencode
 
 from flask import Blueprint, Flask, Response, g, jsonify, request
 
-from sandbox.common import HTML_ERROR_PAGE, FaultBook, FaultRule, sleep_for
+from sandbox.common import HTML_ERROR_PAGE, BadFaultRule, FaultBook, FaultRule, fault_after, fault_before
 from sandbox.loop.state import (NOT_FOUND, Clock, Invalid, ListQuery, Outcome, ReturnStore, Settings,
                                 encode_cursor, field_error, iso, parse_list_args, parse_time, validate_disposition)
 from sandbox.loop.webhooks import Webhooks
@@ -125,9 +124,9 @@ def _outcome(outcome: Outcome | None) -> Response:
     return _json(NOT_FOUND, 404) if outcome is None else _json(outcome.body, outcome.status)
 
 
-def _fault_response(rule: FaultRule, hang_s: float) -> Response | None:
-    sleep_for(rule, hang_s)
-    if rule.status is None:  # latency-only rule: carry on
+def _fault_answer(rule: FaultRule) -> Response | None:
+    """Loop's answer for a fault rule's `status` (`code0` is RLM's and ignored here)."""
+    if rule.status is None:
         return None
     headers = {"Retry-After": str(rule.retry_after)} if rule.retry_after is not None else {}
     if rule.html:
@@ -167,11 +166,20 @@ def _api(sb: LoopSandbox) -> Blueprint:
             return _json(NOT_FOUND, 404)
         relative = request.path.removeprefix(f"/api/{g.api_version}")
         rule = sb.faults.pick(request.method, [request.path, relative])
-        if rule is not None and (faulted := _fault_response(rule, sb.settings["timeout_hang_s"])) is not None:
+        if rule is not None and rule.after:
+            g.after_fault = rule
+        elif rule is not None and (faulted := fault_before(rule, sb.settings["timeout_hang_s"], _fault_answer)):
             return faulted
         route = f"{request.method} {request.url_rule.rule if request.url_rule else request.path}"
         refused = sb.gate.admit(request.headers.get("X-Authorization"), route)
         return _json(*refused) if refused else None
+
+    @api.after_request
+    def fault_after_call(response: Response) -> Response:
+        rule = g.pop("after_fault", None)
+        if rule is None:
+            return response
+        return fault_after(rule, sb.settings["timeout_hang_s"], _fault_answer, response)
 
     @api.get("/warehouse/return/details")
     def details() -> Response:
@@ -275,16 +283,19 @@ def _sim(sb: LoopSandbox) -> Blueprint:
 
     @sim.post("/faults")
     def add_faults() -> Response:
+        """One rule, or {"rules": [...], "seed": N}; answers the rules now in force with their counters."""
         body = _body()
         if not isinstance(body, dict):
             raise Invalid("The request body must be a fault rule or {\"rules\": [...]}.")
-        for rule in body.get("rules", [body]):
-            if not isinstance(rule, dict) or not isinstance(rule.get("match", {}), dict):
-                raise field_error("rules", "Each rule must be an object with an optional `match` object.")
-            sb.faults.add(rule)
-        if "seed" in body:
-            sb.faults.seed(body["seed"])
-        return _json({"rules": [dataclasses.asdict(r) for r in list(sb.faults.rules)]})
+        rule = {k: v for k, v in body.items() if k != "seed"}
+        rules = body.get("rules", [rule] if rule else [])  # {"seed": N} alone adds no rule
+        if not isinstance(rules, list) or ("rules" in body and set(body) - {"rules", "seed"}):
+            raise field_error("rules", "Send one rule, or {\"rules\": [...]} with an optional seed.")
+        try:
+            sb.faults.add_all(rules, seed=body.get("seed"))
+        except BadFaultRule as e:
+            raise field_error(e.field, f"The {e.field} field {e.message}.") from None
+        return _json({"rules": sb.faults.views()})
 
     @sim.delete("/faults")
     def clear_faults() -> Response:

@@ -8,11 +8,11 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from flask import Blueprint, Flask, current_app, g, jsonify, request
+from flask import Blueprint, Flask, Response, current_app, g, jsonify, request
 from werkzeug.exceptions import HTTPException
 from werkzeug.http import HTTP_STATUS_CODES
 
-from sandbox.common import HTML_ERROR_PAGE, FaultBook, FaultRule, sleep_for
+from sandbox.common import HTML_ERROR_PAGE, BadFaultRule, FaultBook, FaultRule, fault_after, fault_before
 from sandbox.rlm.state import STATUSES, RlmState, SimError, bad_parameter, iso, parse_iso
 
 API_BASE = "/api/v1/companies/<int:company_number>"
@@ -149,26 +149,28 @@ def _pop_company(endpoint, values):
 
 @api.before_request
 def _guard():
-    """Count, then apply faults (infrastructure fails before auth does), then auth and company."""
+    """Count, then apply faults (infrastructure fails before auth does), then auth and company.
+
+    An `after` rule is only noted here: `_fault_after_call` applies it to the call's answer.
+    """
     sandbox = _sandbox()
     sandbox.state.record_request(_pattern())
     rule = sandbox.faults.pick(request.method, [request.path, _relative_path()])
-    if rule is not None:
-        answer = _apply_fault(rule)
-        if answer is not None:
-            return answer
+    if rule is not None and rule.after:
+        g.after_fault = rule
+    elif rule is not None and (answer := fault_before(rule, sandbox.settings["timeout_hang_s"], _fault_answer)):
+        return answer
     _authenticate(sandbox.settings)
     sandbox.state.company(g.company_number)
     return None
 
 
 @api.after_request
-def _hang_if_timeout(response):
-    """A `timeout` fault lets the work happen and then holds the answer past the client's timeout."""
-    rule = g.get("hang_rule")
-    if rule is not None:
-        sleep_for(rule, _sandbox().settings["timeout_hang_s"])
-    return response
+def _fault_after_call(response: Response) -> Response:
+    rule = g.pop("after_fault", None)
+    if rule is None:
+        return response
+    return fault_after(rule, _sandbox().settings["timeout_hang_s"], _fault_answer, response)
 
 
 def _pattern() -> str:
@@ -182,25 +184,18 @@ def _relative_path() -> str:
     return request.path[len(prefix):] or "/"
 
 
-def _apply_fault(rule: FaultRule):
-    if rule.timeout:
-        g.hang_rule = rule
+def _fault_answer(rule: FaultRule) -> Response | None:
+    """RLM's answer for a rule's `status` (maybe an HTML page) or `code0` (HTTP 200 + code 0)."""
+    if rule.status is None and rule.code0 is None:
         return None
-    sleep_for(rule)
-    if rule.status is not None:
-        return _fault_status(rule)
-    if rule.code0 is not None:
-        return jsonify({"code": 0, "description": rule.code0}), 200
-    return None  # latency only
-
-
-def _fault_status(rule: FaultRule):
+    if rule.status is None:
+        return current_app.make_response((jsonify({"code": 0, "description": rule.code0}), 200))
     headers = {"Retry-After": str(rule.retry_after)} if rule.retry_after is not None else {}
     if rule.html:
         body = HTML_ERROR_PAGE.format(status=rule.status)
-        return body, rule.status, {"Content-Type": "text/html; charset=utf-8", **headers}
+        return Response(body, rule.status, {"Content-Type": "text/html; charset=utf-8", **headers})
     description = rule.code0 or HTTP_STATUS_CODES.get(rule.status, "Error")
-    return jsonify({"code": 0, "description": description}), rule.status, headers
+    return current_app.make_response((jsonify({"code": 0, "description": description}), rule.status, headers))
 
 
 def _authenticate(settings: dict[str, Any]) -> None:
@@ -330,23 +325,22 @@ def set_config():
 
 @sim.get("/faults")
 def list_faults():
-    return ok(data=[_rule_json(rule) for rule in _sandbox().faults.rules])
+    return ok(data=_sandbox().faults.views())
 
 
 @sim.post("/faults")
 def add_fault():
+    """`{"seed": N}` reseeds the rules' randomness; any other body is one fault rule."""
     body = json_body()
     faults = _sandbox().faults
-    if "seed" in body:
-        faults.seed(body["seed"])
-        return ok(seed=body["seed"])
-    if not isinstance(body.get("match", {}), dict):
-        raise bad_parameter("match")
     try:
-        rule = faults.add(body)
-    except TypeError:
-        raise SimError(400, "Invalid Fault Rule") from None
-    return ok(201, rule=_rule_json(rule))
+        if "seed" in body:
+            faults.add_all([], seed=body["seed"])
+            return ok(seed=body["seed"])
+        faults.add_all([body])
+    except BadFaultRule as e:
+        raise bad_parameter(e.field) from None
+    return ok(201, rule=faults.views()[-1])
 
 
 @sim.delete("/faults")
@@ -392,10 +386,5 @@ def reset():
 
 @sim.get("/stats")
 def stats():
-    rules = _sandbox().faults.rules
-    return ok(**_sandbox().state.stats(), faults_fired=sum(rule.fired for rule in rules),
-              fault_rules=[_rule_json(rule) for rule in rules])
-
-
-def _rule_json(rule: FaultRule) -> dict:
-    return {name: getattr(rule, name) for name in FaultRule.__dataclass_fields__}
+    rules = _sandbox().faults.views()
+    return ok(**_sandbox().state.stats(), faults_fired=sum(rule["fired"] for rule in rules), fault_rules=rules)
