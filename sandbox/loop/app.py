@@ -11,7 +11,7 @@ from urllib.parse import urlencode
 from flask import Blueprint, Flask, Response, g, jsonify, request
 
 from sandbox.common import HTML_ERROR_PAGE, BadFaultRule, FaultBook, FaultRule, fault_after, fault_before
-from sandbox.loop.state import (NOT_FOUND, Clock, Invalid, ListQuery, Outcome, ReturnStore, Settings,
+from sandbox.loop.state import (NOT_FOUND, Clock, Dice, Invalid, ListQuery, Outcome, ReturnStore, Settings,
                                 encode_cursor, field_error, iso, parse_list_args, parse_time, validate_disposition)
 from sandbox.loop.webhooks import Webhooks
 
@@ -70,10 +70,11 @@ class LoopSandbox:
     def __init__(self, settings: dict[str, Any] | None = None):
         self.settings = Settings(settings)
         self.clock = Clock()
+        self.dice = Dice(self.settings)
         self.faults = FaultBook()
         self.gate = Gate(self.settings)
-        self.webhooks = Webhooks(self.settings)
-        self.store = ReturnStore(self.settings, self.clock, self.webhooks.emit)
+        self.webhooks = Webhooks(self.settings, self.dice)
+        self.store = ReturnStore(self.settings, self.clock, self.dice, self.webhooks.emit)
 
     def reset(self) -> None:
         """Back to a fresh sandbox: no returns, subscriptions, deliveries or faults; initial settings."""
