@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import collections
+import json
 import math
 import threading
 import time
@@ -9,10 +10,12 @@ from typing import Any
 from urllib.parse import urlencode
 
 from flask import Blueprint, Flask, Response, g, jsonify, request
+from werkzeug.exceptions import HTTPException
 
 from sandbox.common import HTML_ERROR_PAGE, BadFaultRule, FaultBook, FaultRule, fault_after, fault_before
 from sandbox.loop.state import (NOT_FOUND, Clock, Dice, Invalid, ListQuery, Outcome, ReturnStore, Settings,
-                                encode_cursor, field_error, iso, parse_list_args, parse_time, validate_disposition)
+                                encode_cursor, field_error, iso, parse_list_args, parse_time, shifted,
+                                validate_disposition)
 from sandbox.loop.webhooks import Webhooks
 
 VERSIONS = ("v1", "2026-07")  # v1 is an alias of 2026-07 (§1)
@@ -98,7 +101,7 @@ class LoopSandbox:
 
 
 def create_app(settings: dict[str, Any] | None = None) -> Flask:
-    app = Flask(__name__)
+    app = Flask(__name__, static_folder=None)  # the real APIs serve no /static
     app.json.sort_keys = False  # keep Loop's field order
     sandbox = LoopSandbox(settings)
     app.extensions["loop_sandbox"] = sandbox
@@ -107,6 +110,7 @@ def create_app(settings: dict[str, Any] | None = None) -> Flask:
     app.register_error_handler(Invalid, lambda e: _json(e.body(), 422))
     app.register_error_handler(404, lambda e: _json(NOT_FOUND, 404))
     app.register_error_handler(405, lambda e: _json({"message": "Method not allowed."}, 405))
+    app.register_error_handler(HTTPException, lambda e: _json({"message": f"{e.name}."}, e.code))
     return app
 
 
@@ -118,7 +122,11 @@ def _json(body: Any, status: int = 200, headers: dict[str, str] | None = None) -
 
 
 def _body() -> Any:
-    return request.get_json(silent=True, force=True)
+    """The JSON body whatever its Content-Type; None when there is none or it is not JSON."""
+    try:
+        return json.loads(request.get_data())
+    except (ValueError, RecursionError):  # RecursionError: arrays nested thousands deep
+        return None
 
 
 def _outcome(outcome: Outcome | None) -> Response:
@@ -316,12 +324,14 @@ def _sim(sb: LoopSandbox) -> Blueprint:
     def set_clock() -> Response:
         body = _body()
         body = body if isinstance(body, dict) else {}
-        if isinstance(body.get("set"), str):
+        if "set" in body:
             try:
                 sb.clock.set(parse_time(body["set"]))
             except ValueError:
-                raise field_error("set", "`set` must be an ISO 8601 time.") from None
-        elif isinstance(body.get("advance_s"), (int, float)) and not isinstance(body["advance_s"], bool):
+                raise field_error("set", "`set` must be an ISO 8601 time between 1970 and 9000.") from None
+        elif "advance_s" in body:
+            if shifted(sb.clock.now(), body["advance_s"]) is None:
+                raise field_error("advance_s", "`advance_s` must be seconds that keep the clock between 1970 and 9000.")
             sb.clock.advance(body["advance_s"])
         else:
             raise Invalid("Send {\"set\": \"<ISO time>\"} or {\"advance_s\": <seconds>}.")

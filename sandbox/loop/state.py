@@ -72,7 +72,8 @@ def _is_fail_mode(v: Any) -> bool:
 
 
 def _is_id_text(text: str) -> bool:
-    return text.isascii() and text.isdigit() and len(text) <= 20
+    """ASCII digits short enough for an id (int() takes other digits too, and balks at 4300 of them)."""
+    return text.isascii() and text.isdigit() and len(text) <= 19
 
 
 def _is_range(v: Any, required: set[str], optional: set[str]) -> bool:
@@ -253,18 +254,39 @@ def iso(ts: dt.datetime) -> str:
     return ts.strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
+# Sandbox times stay between these, so date arithmetic (list windows, cursors) never overflows.
+EARLIEST = dt.datetime(1970, 1, 2, tzinfo=dt.timezone.utc)
+LATEST = dt.datetime(9000, 1, 1, tzinfo=dt.timezone.utc)
+MAX_SHIFT_S = 3e11  # about 9500 years: any longer move leaves the range anyway
+
+
 def parse_time(value: str) -> dt.datetime:
-    """Accept `2023-01-01 00:00:00` or ISO 8601 (`2023-01-01T00:00:00.000Z`); both read as UTC."""
+    """Accept `2023-01-01 00:00:00` or ISO 8601 (`2023-01-01T00:00:00.000Z`); both read as UTC.
+
+    ValueError if unreadable (or not a string) or outside the sandbox's years.
+    """
+    if not isinstance(value, str):
+        raise ValueError(value)
     try:
         if "T" in value:
             parsed = dt.datetime.fromisoformat(value.replace("Z", "+00:00"))
         else:
             parsed = dt.datetime.strptime(value, "%Y-%m-%d %H:%M:%S")
-    except ValueError:
+        parsed = parsed.replace(tzinfo=dt.timezone.utc) if parsed.tzinfo is None else parsed
+        parsed = parsed.astimezone(dt.timezone.utc)
+    except (ValueError, OverflowError):  # OverflowError: a zone offset past year 1 or 9999
         raise ValueError(value) from None
-    if parsed.tzinfo is None:
-        parsed = parsed.replace(tzinfo=dt.timezone.utc)
-    return parsed.astimezone(dt.timezone.utc)
+    if not EARLIEST <= parsed <= LATEST:
+        raise ValueError(value)
+    return parsed
+
+
+def shifted(moment: dt.datetime, seconds: Any) -> dt.datetime | None:
+    """`moment` moved by `seconds`, or None if that is not a number or leaves the sandbox's years."""
+    if not is_number(seconds) or abs(seconds) >= MAX_SHIFT_S:
+        return None
+    moved = moment + dt.timedelta(seconds=seconds)
+    return moved if EARLIEST <= moved <= LATEST else None
 
 
 CENT = Decimal("0.01")
@@ -533,7 +555,7 @@ def _window(args: Mapping[str, str], now: dt.datetime) -> tuple[dt.datetime, dt.
 def _page_size(raw: str | None) -> int:
     if raw is None:
         return 100
-    if not re.fullmatch(r"\d+", raw) or int(raw) < 1:
+    if not re.fullmatch(r"[0-9]{1,9}", raw) or int(raw) < 1:
         raise field_error("pageSize", "The page size must be an integer of at least 1.")
     if int(raw) > MAX_PAGE_SIZE:
         raise field_error("pageSize", "The page size may not be greater than 750.")
@@ -567,15 +589,33 @@ def encode_cursor(q: ListQuery) -> str:
 
 
 def decode_cursor(cursor: str) -> ListQuery:
+    """The query a cursor we issued encodes; anything else (tampered, truncated, foreign) is a 422."""
     try:
         data = json.loads(base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4)))
-        return ListQuery(
-            start=dt.datetime.fromtimestamp(data["f"], dt.timezone.utc),
-            end=dt.datetime.fromtimestamp(data["t"], dt.timezone.utc),
-            filter_by=data["by"], states=tuple(data["s"]), size=int(data["n"]), paginate=True,
-            after=tuple(data["a"]) if data["a"] else None, before=tuple(data["b"]) if data["b"] else None)
-    except (ValueError, KeyError, TypeError, binascii.Error):
+        query = ListQuery(
+            start=_cursor_time(data["f"]), end=_cursor_time(data["t"]), filter_by=data["by"],
+            states=tuple(data["s"]), size=data["n"], paginate=True,
+            after=_cursor_position(data["a"]), before=_cursor_position(data["b"]))
+    except (ValueError, KeyError, TypeError, binascii.Error, RecursionError):
         raise field_error("cursor", "The cursor is invalid.") from None
+    if (query.filter_by not in ("created_at", "updated_at") or not all(st in STATES for st in query.states)
+            or not is_int(query.size) or not 1 <= query.size <= MAX_PAGE_SIZE):
+        raise field_error("cursor", "The cursor is invalid.")
+    return query
+
+
+def _cursor_time(value: Any) -> dt.datetime:
+    if not is_int(value) or not EARLIEST.timestamp() <= value <= LATEST.timestamp():
+        raise ValueError(value)
+    return dt.datetime.fromtimestamp(value, dt.timezone.utc)
+
+
+def _cursor_position(value: Any) -> tuple[int, int] | None:
+    if value is None:
+        return None
+    if not isinstance(value, list) or len(value) != 2 or not all(is_int(v) for v in value):
+        raise ValueError(value)
+    return value[0], value[1]
 
 
 # --- dispositioning (§3.5) ------------------------------------------------------------------------
@@ -743,7 +783,7 @@ class ReturnStore:
             raise field_error("return_id", "One of return_id, order_id or order_name is required.")
         value = args[name]
         if name != "order_name":
-            if not value.isdigit():
+            if not _is_id_text(value):
                 raise field_error(name, f"The {name.replace('_', ' ')} must be an integer.")
             value = int(value)
         attribute = "id" if name == "return_id" else name
@@ -968,7 +1008,7 @@ class ReturnStore:
 def _id_list(raw_ids: str) -> list[int | str]:
     """`1,2,x` -> [1, 2, "x"]; non-numeric tokens stay (they never qualify), duplicates go."""
     tokens = [t.strip() for t in raw_ids.split(",") if t.strip()]
-    return list(dict.fromkeys(int(t) if t.isdigit() else t for t in tokens))
+    return list(dict.fromkeys(int(t) if _is_id_text(t) else t for t in tokens))
 
 
 def _customer(value: Any) -> dict[str, str]:
@@ -985,15 +1025,30 @@ def _address(value: Any, customer: dict[str, str]) -> dict[str, str]:
     return address
 
 
+def _is_text_object(value: Any, numbers: tuple[str, ...] = ()) -> bool:
+    """An object of strings (the `numbers` keys may also hold an integer, like a zip)."""
+    return isinstance(value, dict) and all(
+        isinstance(v, str) or (k in numbers and is_int(v)) for k, v in value.items())
+
+
+CREATE_FIELDS: dict[str, Callable[[Any], bool]] = {
+    "customer": lambda v: isinstance(v, str) or _is_text_object(v),
+    "address": lambda v: _is_text_object(v, numbers=("zip",)),
+    "currency": lambda v: isinstance(v, str),
+    "shop_id": lambda v: is_int(v) and 1 <= v < 2**63,
+}
+LINE_TEXT_FIELDS = ("barcode", "title", "return_reason", "outcome")
+
+
 def _validate_create(spec: Any) -> tuple[str, list[dict[str, Any]]]:
     if not isinstance(spec, dict):
         raise Invalid("The request body must be a JSON object.")
     errors = {}
     order_name = spec.get("order_name")
-    if not isinstance(order_name, str) or not order_name:
-        errors["order_name"] = ["The order name field is required."]
-    for name, kind in (("customer", (str, dict)), ("address", dict), ("currency", str), ("shop_id", int)):
-        if name in spec and not isinstance(spec[name], kind):
+    if not isinstance(order_name, str) or not order_name or len(order_name) > 255:
+        errors["order_name"] = ["The order name field is required and may not exceed 255 characters."]
+    for name, fits in CREATE_FIELDS.items():
+        if name in spec and not fits(spec[name]):
             errors[name] = [f"The {name} field has the wrong type."]
     items = spec.get("line_items")
     if not isinstance(items, list) or not items:
@@ -1013,6 +1068,11 @@ def _line_errors(item: Any) -> dict[str, str]:
     errors = {}
     if not isinstance(item.get("sku"), str) or not item["sku"]:
         errors["sku"] = "The sku field is required."
+    for name in LINE_TEXT_FIELDS:
+        if name in item and not isinstance(item[name], str):
+            errors[name] = f"The {name} field must be a string."
+    if item.get("parent_return_reason") is not None and not isinstance(item["parent_return_reason"], str):
+        errors["parent_return_reason"] = "The parent return reason field must be a string or null."
     for name in ("price", "discount", "tax"):
         if name == "price" or name in item:
             try:

@@ -13,7 +13,7 @@ from werkzeug.exceptions import HTTPException
 from werkzeug.http import HTTP_STATUS_CODES
 
 from sandbox.common import HTML_ERROR_PAGE, BadFaultRule, FaultBook, FaultRule, fault_after, fault_before
-from sandbox.rlm.state import STATUSES, RlmState, SimError, bad_parameter, iso, parse_iso
+from sandbox.rlm.state import STATUSES, RlmState, SimError, bad_parameter, iso, parse_iso, shifted
 
 API_BASE = "/api/v1/companies/<int:company_number>"
 DEFAULT_SETTINGS: dict[str, Any] = {
@@ -59,7 +59,7 @@ def load_settings(settings: dict[str, Any] | None) -> dict[str, Any]:
 
 def create_app(settings: dict[str, Any] | None = None) -> Flask:
     config = load_settings(settings)
-    app = Flask(__name__)
+    app = Flask(__name__, static_folder=None)  # the real APIs serve no /static
     app.json.sort_keys = False
     app.extensions["rlm_sandbox"] = Sandbox(
         settings=config,
@@ -106,7 +106,7 @@ def json_body(optional: bool = False) -> dict:
         return {}
     try:
         body = json.loads(raw)
-    except ValueError:
+    except (ValueError, RecursionError):  # RecursionError: arrays nested thousands deep
         raise SimError(400, "Invalid JSON") from None
     if not isinstance(body, dict):
         raise SimError(400, "Invalid JSON")
@@ -357,20 +357,26 @@ def get_clock():
 
 @sim.post("/clock")
 def set_clock():
-    """`{"set": iso}` and/or `{"advance_s": n}`; `{"frozen": true}` stops time for exact assertions."""
+    """`{"set": iso}` and/or `{"advance_s": n}`; `{"frozen": true}` stops time for exact assertions.
+
+    All of it is checked before any of it is applied.
+    """
     body = json_body()
     clock = _sandbox().state.clock
+    start = clock.now()
     if "set" in body:
-        moment = parse_iso(body["set"]) if isinstance(body["set"], str) else None
-        if moment is None:
+        start = parse_iso(body["set"]) if isinstance(body["set"], str) else None
+        if start is None:
             raise bad_parameter("set")
+    moment = shifted(start, body.get("advance_s", 0))
+    if moment is None:
+        raise bad_parameter("advance_s")
+    if not isinstance(body.get("frozen", False), bool):
+        raise bad_parameter("frozen")
+    if "set" in body or "advance_s" in body:
         clock.set(moment)
-    if "advance_s" in body:
-        if isinstance(body["advance_s"], bool) or not isinstance(body["advance_s"], (int, float)):
-            raise bad_parameter("advance_s")
-        clock.advance(body["advance_s"])
     if "frozen" in body:
-        clock.freeze(bool(body["frozen"]))
+        clock.freeze(body["frozen"])
     _sandbox().state.tick()  # time moved: due auto-receives happen now
     return ok(now=iso(clock.now()), frozen=clock.frozen)
 
