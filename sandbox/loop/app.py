@@ -12,10 +12,31 @@ from urllib.parse import urlencode
 from flask import Blueprint, Flask, Response, g, jsonify, request
 from werkzeug.exceptions import HTTPException
 
-from sandbox.common import HTML_ERROR_PAGE, BadFaultRule, FaultBook, FaultRule, fault_after, fault_before
-from sandbox.loop.state import (NOT_FOUND, Clock, Dice, Invalid, ListQuery, Outcome, ReturnStore, Settings,
-                                encode_cursor, field_error, iso, parse_list_args, parse_time, shifted,
-                                validate_disposition)
+from sandbox.common import (
+    HTML_ERROR_PAGE,
+    BadFaultRule,
+    FaultBook,
+    FaultRule,
+    fault_after,
+    fault_before,
+)
+from sandbox.loop.state import (
+    NOT_FOUND,
+    Clock,
+    Dice,
+    Invalid,
+    ListQuery,
+    Outcome,
+    ReturnStore,
+    Settings,
+    encode_cursor,
+    field_error,
+    iso,
+    parse_list_args,
+    parse_time,
+    shifted,
+    validate_disposition,
+)
 from sandbox.loop.webhooks import Webhooks
 
 VERSIONS = ("v1", "2026-07")  # v1 is an alias of 2026-07 (§1)
@@ -325,8 +346,9 @@ def _sim(sb: LoopSandbox) -> Blueprint:
         body = _body()
         body = body if isinstance(body, dict) else {}
         if "set" in body:
+            when = body["set"]
             try:
-                sb.clock.set(parse_time(body["set"]))
+                sb.clock.set(parse_time(when if isinstance(when, str) else ""))
             except ValueError:
                 raise field_error("set", "`set` must be an ISO 8601 time between 1970 and 9000.") from None
         elif "advance_s" in body:

@@ -100,8 +100,8 @@ SETTING_RULES: dict[str, tuple[Callable[[Any], bool], str]] = {
     "rate_limit_retry_after": (lambda v: isinstance(v, bool), "must be a boolean"),
     "rate_limit_window_s": (lambda v: _is_seconds(v) and v > 0, "must be a number of seconds > 0 and <= 86400"),
     "refusal_status": (lambda v: is_int(v) and v in (200, 422), "must be 200 or 422"),
-    "process_delay_s": (_is_delay, 'must be seconds (0 to 86400) or {"min_s": a, "max_s": b} with an optional '
-                                   '"median_s" (log-normal), 0 <= min_s <= median_s <= max_s <= 86400, median_s > 0'),
+    "process_delay_s": (_is_delay, ('must be seconds (0 to 86400) or {"min_s": a, "max_s": b} with an optional '
+                                    '"median_s" (log-normal), 0 <= min_s <= median_s <= max_s <= 86400, median_s > 0')),
     "allow_flagged_process": (lambda v: isinstance(v, bool), "must be a boolean"),
     "processing_fails": (_is_fail_mode, 'must be a boolean, a list of return ids or {"<return id>": n >= 0}'),
     "processing_failure_rate": (lambda v: is_number(v) and 0 <= v <= 1, "must be a number from 0 to 1"),
@@ -109,8 +109,8 @@ SETTING_RULES: dict[str, tuple[Callable[[Any], bool], str]] = {
     "webhook_secret": (lambda v: isinstance(v, str) and bool(v), "must be a non-empty string"),
     "webhook_retry_base_s": (lambda v: _is_seconds(v, 3600), "must be a number of seconds from 0 to 3600"),
     "webhook_timeout_s": (lambda v: _is_seconds(v, 600) and v > 0, "must be a number of seconds > 0 and <= 600"),
-    "webhook_delay": (_is_webhook_delay, 'must be null or {"probability": p, "min_s": a, "max_s": b}, '
-                                         '0 <= p <= 1 (default 1), 0 <= a <= b <= 86400'),
+    "webhook_delay": (_is_webhook_delay, ('must be null or {"probability": p, "min_s": a, "max_s": b}, '
+                                          '0 <= p <= 1 (default 1), 0 <= a <= b <= 86400')),
     "duplicate_deliveries": (lambda v: is_int(v) and 1 <= v <= 100, "must be an integer from 1 to 100"),
     "shop_id": (lambda v: is_int(v) and 1 <= v < 2**63, "must be a positive 64-bit integer"),
     "timeout_hang_s": (lambda v: _is_seconds(v, 3600), "must be a number of seconds from 0 to 3600"),
@@ -229,11 +229,11 @@ class Clock:
         with self._lock:
             offset = self._offset
         # Whole seconds: the API shows timestamps to the second, so filters must agree with what clients see.
-        return (dt.datetime.now(dt.timezone.utc) + offset).replace(microsecond=0)
+        return (dt.datetime.now(dt.UTC) + offset).replace(microsecond=0)
 
     def set(self, when: dt.datetime) -> None:
         with self._lock:
-            self._offset = when - dt.datetime.now(dt.timezone.utc)
+            self._offset = when - dt.datetime.now(dt.UTC)
 
     def advance(self, seconds: float) -> None:
         with self._lock:
@@ -255,25 +255,23 @@ def iso(ts: dt.datetime) -> str:
 
 
 # Sandbox times stay between these, so date arithmetic (list windows, cursors) never overflows.
-EARLIEST = dt.datetime(1970, 1, 2, tzinfo=dt.timezone.utc)
-LATEST = dt.datetime(9000, 1, 1, tzinfo=dt.timezone.utc)
+EARLIEST = dt.datetime(1970, 1, 2, tzinfo=dt.UTC)
+LATEST = dt.datetime(9000, 1, 1, tzinfo=dt.UTC)
 MAX_SHIFT_S = 3e11  # about 9500 years: any longer move leaves the range anyway
 
 
 def parse_time(value: str) -> dt.datetime:
     """Accept `2023-01-01 00:00:00` or ISO 8601 (`2023-01-01T00:00:00.000Z`); both read as UTC.
 
-    ValueError if unreadable (or not a string) or outside the sandbox's years.
+    ValueError if unreadable or outside the sandbox's years.
     """
-    if not isinstance(value, str):
-        raise ValueError(value)
     try:
         if "T" in value:
-            parsed = dt.datetime.fromisoformat(value.replace("Z", "+00:00"))
+            parsed = dt.datetime.fromisoformat(value)
         else:
             parsed = dt.datetime.strptime(value, "%Y-%m-%d %H:%M:%S")
-        parsed = parsed.replace(tzinfo=dt.timezone.utc) if parsed.tzinfo is None else parsed
-        parsed = parsed.astimezone(dt.timezone.utc)
+        parsed = parsed.replace(tzinfo=dt.UTC) if parsed.tzinfo is None else parsed
+        parsed = parsed.astimezone(dt.UTC)
     except (ValueError, OverflowError):  # OverflowError: a zone offset past year 1 or 9999
         raise ValueError(value) from None
     if not EARLIEST <= parsed <= LATEST:
@@ -302,14 +300,18 @@ def fmt(amount: Decimal) -> str:
     return f"{amount:.2f}"
 
 
-US_STATES = dict(pair.split(":") for pair in (
-    "AL:Alabama,AK:Alaska,AZ:Arizona,AR:Arkansas,CA:California,CO:Colorado,CT:Connecticut,DE:Delaware,"
-    "DC:District of Columbia,FL:Florida,GA:Georgia,HI:Hawaii,ID:Idaho,IL:Illinois,IN:Indiana,IA:Iowa,"
-    "KS:Kansas,KY:Kentucky,LA:Louisiana,ME:Maine,MD:Maryland,MA:Massachusetts,MI:Michigan,MN:Minnesota,"
-    "MS:Mississippi,MO:Missouri,MT:Montana,NE:Nebraska,NV:Nevada,NH:New Hampshire,NJ:New Jersey,"
-    "NM:New Mexico,NY:New York,NC:North Carolina,ND:North Dakota,OH:Ohio,OK:Oklahoma,OR:Oregon,"
-    "PA:Pennsylvania,RI:Rhode Island,SC:South Carolina,SD:South Dakota,TN:Tennessee,TX:Texas,UT:Utah,"
-    "VT:Vermont,VA:Virginia,WA:Washington,WV:West Virginia,WI:Wisconsin,WY:Wyoming").split(","))
+US_STATES = {
+    "AL": "Alabama", "AK": "Alaska", "AZ": "Arizona", "AR": "Arkansas", "CA": "California", "CO": "Colorado",
+    "CT": "Connecticut", "DE": "Delaware", "DC": "District of Columbia", "FL": "Florida", "GA": "Georgia",
+    "HI": "Hawaii", "ID": "Idaho", "IL": "Illinois", "IN": "Indiana", "IA": "Iowa", "KS": "Kansas",
+    "KY": "Kentucky", "LA": "Louisiana", "ME": "Maine", "MD": "Maryland", "MA": "Massachusetts",
+    "MI": "Michigan", "MN": "Minnesota", "MS": "Mississippi", "MO": "Missouri", "MT": "Montana",
+    "NE": "Nebraska", "NV": "Nevada", "NH": "New Hampshire", "NJ": "New Jersey", "NM": "New Mexico",
+    "NY": "New York", "NC": "North Carolina", "ND": "North Dakota", "OH": "Ohio", "OK": "Oklahoma",
+    "OR": "Oregon", "PA": "Pennsylvania", "RI": "Rhode Island", "SC": "South Carolina", "SD": "South Dakota",
+    "TN": "Tennessee", "TX": "Texas", "UT": "Utah", "VT": "Vermont", "VA": "Virginia", "WA": "Washington",
+    "WV": "West Virginia", "WI": "Wisconsin", "WY": "Wyoming",
+}
 
 DEFAULT_CUSTOMER = {"email": "jane.doe@example.com", "first_name": "Jane", "middle_name": "", "last_name": "Doe"}
 DEFAULT_ADDRESS = {"company": "", "address1": "123 Main St", "address2": "", "city": "Brooklyn",
@@ -605,9 +607,10 @@ def decode_cursor(cursor: str) -> ListQuery:
 
 
 def _cursor_time(value: Any) -> dt.datetime:
-    if not is_int(value) or not EARLIEST.timestamp() <= value <= LATEST.timestamp():
+    # From 0: a default window may start a day before EARLIEST.
+    if not is_int(value) or not 0 <= value <= LATEST.timestamp():
         raise ValueError(value)
-    return dt.datetime.fromtimestamp(value, dt.timezone.utc)
+    return dt.datetime.fromtimestamp(value, dt.UTC)
 
 
 def _cursor_position(value: Any) -> tuple[int, int] | None:

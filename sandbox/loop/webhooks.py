@@ -139,7 +139,7 @@ def _retry_after(value: str | None) -> float | None:
         when = email.utils.parsedate_to_datetime(value)
     except (TypeError, ValueError):
         return None
-    return max(0.0, (when - dt.datetime.now(dt.timezone.utc)).total_seconds())
+    return max(0.0, (when - dt.datetime.now(dt.UTC)).total_seconds())
 
 
 class Dispatcher:
@@ -232,7 +232,7 @@ class Dispatcher:
 
     def _attempt(self, delivery: Delivery) -> None:
         status, error, retry_after = self._post(delivery)
-        attempt = {"attempt": len(delivery.attempts) + 1, "at": dt.datetime.now(dt.timezone.utc).isoformat(),
+        attempt = {"attempt": len(delivery.attempts) + 1, "at": dt.datetime.now(dt.UTC).isoformat(),
                    "status_code": status, "error": error, "retry_in_s": None}
         with self._cond:
             delivery.attempts.append(attempt)

@@ -12,8 +12,23 @@ from flask import Blueprint, Flask, Response, current_app, g, jsonify, request
 from werkzeug.exceptions import HTTPException
 from werkzeug.http import HTTP_STATUS_CODES
 
-from sandbox.common import HTML_ERROR_PAGE, BadFaultRule, FaultBook, FaultRule, fault_after, fault_before
-from sandbox.rlm.state import STATUSES, RlmState, SimError, bad_parameter, iso, parse_iso, shifted
+from sandbox.common import (
+    HTML_ERROR_PAGE,
+    BadFaultRule,
+    FaultBook,
+    FaultRule,
+    fault_after,
+    fault_before,
+)
+from sandbox.rlm.state import (
+    STATUSES,
+    RlmState,
+    SimError,
+    bad_parameter,
+    iso,
+    parse_iso,
+    shifted,
+)
 
 API_BASE = "/api/v1/companies/<int:company_number>"
 DEFAULT_SETTINGS: dict[str, Any] = {

@@ -11,7 +11,7 @@ import json
 import threading
 from collections import Counter
 from dataclasses import dataclass, field
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 from decimal import Decimal, InvalidOperation
 from typing import Any
 
@@ -57,12 +57,12 @@ def line_error(line_number: Any, field_name: str, message: str) -> SimError:
 
 
 def iso(moment: datetime) -> str:
-    return moment.astimezone(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
+    return moment.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
 # Sandbox time stays between these, so date arithmetic (expiry, feeds, auto-receive) never overflows.
-EARLIEST = datetime(1970, 1, 1, tzinfo=timezone.utc)
-LATEST = datetime(9000, 1, 1, tzinfo=timezone.utc)
+EARLIEST = datetime(1970, 1, 1, tzinfo=UTC)
+LATEST = datetime(9000, 1, 1, tzinfo=UTC)
 MAX_SHIFT_S = 3e11  # about 9500 years: any longer move leaves the range anyway
 
 
@@ -70,7 +70,7 @@ def parse_iso(text: str) -> datetime | None:
     """ISO-8601 → aware UTC datetime; naive values are taken as UTC. None if unparseable or out of range."""
     try:
         moment = datetime.fromisoformat(text)
-        moment = moment.replace(tzinfo=timezone.utc) if moment.tzinfo is None else moment.astimezone(timezone.utc)
+        moment = moment.replace(tzinfo=UTC) if moment.tzinfo is None else moment.astimezone(UTC)
     except (TypeError, ValueError, OverflowError):  # OverflowError: a zone offset past year 1 or 9999
         return None
     return moment if EARLIEST <= moment <= LATEST else None
@@ -98,14 +98,14 @@ class Clock:
 
     def now(self) -> datetime:
         with self._lock:
-            moment = self._frozen_at or datetime.now(timezone.utc) + self._offset
+            moment = self._frozen_at or datetime.now(UTC) + self._offset
         return moment.replace(microsecond=0)
 
     def set(self, moment: datetime) -> None:
         with self._lock:
             if self._frozen_at is not None:
                 self._frozen_at = moment
-            self._offset = moment - datetime.now(timezone.utc)
+            self._offset = moment - datetime.now(UTC)
 
     def advance(self, seconds: float) -> None:
         with self._lock:
@@ -115,7 +115,7 @@ class Clock:
 
     def freeze(self, frozen: bool) -> None:
         with self._lock:
-            now = datetime.now(timezone.utc)
+            now = datetime.now(UTC)
             if frozen and self._frozen_at is None:
                 self._frozen_at = now + self._offset
             elif not frozen and self._frozen_at is not None:
@@ -190,7 +190,7 @@ MAX_PRICE = Decimal("1e12")
 
 def _price(value: Any, line_number: Any) -> str:
     try:
-        price = Decimal(str(value)) if not isinstance(value, bool) else Decimal("NaN")
+        price = Decimal(str(value))  # str(True) is no number either
     except InvalidOperation:
         raise line_error(line_number, "unit_price", "Invalid Unit Price") from None
     if not price.is_finite() or not 0 <= price < MAX_PRICE:
@@ -272,13 +272,13 @@ class RlmState:
             targets = list(self.companies.values())
             if body.get("company_number") is not None:
                 targets = [self.company(_optional_int(body, "company_number"))]
+            if not isinstance(body.get("auto_transmit_on_create", False), bool):
+                raise bad_parameter("auto_transmit_on_create")
+            auto_receive = self._auto_receive_config(body.get("auto_receive", self.auto_receive))
             if "auto_transmit_on_create" in body:
-                if not isinstance(body["auto_transmit_on_create"], bool):
-                    raise bad_parameter("auto_transmit_on_create")
                 for company in targets:
-                    company.auto_transmit_on_create = bool(body["auto_transmit_on_create"])
-            if "auto_receive" in body:
-                self.auto_receive = self._auto_receive_config(body["auto_receive"])
+                    company.auto_transmit_on_create = body["auto_transmit_on_create"]
+            self.auto_receive = auto_receive
             return self.config()
 
     @staticmethod

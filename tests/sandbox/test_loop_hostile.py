@@ -215,7 +215,8 @@ def test_webhook_delay_holds_a_seeded_share_of_deliveries(loop, receiver):
     def arrivals() -> tuple[list[int], list[int]]:
         loop.subscribe(receiver.url(), "return.created")
         loop.config(seed=3, webhook_delay={"probability": 0.5, "min_s": 0.2, "max_s": 0.4})
-        ids = [loop.new_return(n) for n in range(12)]
+        for n in range(12):
+            loop.new_return(n)
         receiver.wait_for(12)
         held = [d["return_id"] for d in loop.deliveries() if d["held_s"] is not None]
         return held, [int(p["id"]) for p in receiver.payloads()]

@@ -127,7 +127,7 @@ def check(method: str, response, error_shape) -> None:
 
 
 def own_method(rule) -> str:
-    return sorted(rule.methods - {"HEAD", "OPTIONS"})[0]
+    return min(rule.methods - {"HEAD", "OPTIONS"})
 
 
 # --- Loop --------------------------------------------------------------------------------------------
