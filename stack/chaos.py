@@ -117,7 +117,8 @@ def inject_faults(stack: Stack, rng: random.Random) -> None:
         {"match": {"path": "/return-authorizations*"}, "status": 503, "html": True, "probability": 0.1},
         {"match": {"path": "/receipts*"}, "status": 502, "probability": 0.12},
         {"match": {"path": "/items*"}, "status": 500, "probability": 0.1},
-        {"match": {"method": "POST", "path": "/return-authorizations/*"}, "timeout": True, "probability": 0.05},
+        {"match": {"method": "POST", "path": "/return-authorizations/*"}, "timeout": True, "after": True,
+         "probability": 0.05},
         {"match": {"method": "POST", "path": "/return-authorizations"}, "code0": "Invalid Warehouse",
          "probability": 0.03},
     ]

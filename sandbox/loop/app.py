@@ -2,7 +2,7 @@
 from __future__ import annotations
 
 import collections
-import dataclasses
+import json
 import math
 import threading
 import time
@@ -10,10 +10,33 @@ from typing import Any
 from urllib.parse import urlencode
 
 from flask import Blueprint, Flask, Response, g, jsonify, request
+from werkzeug.exceptions import HTTPException
 
-from sandbox.common import HTML_ERROR_PAGE, FaultBook, FaultRule, sleep_for
-from sandbox.loop.state import (NOT_FOUND, Clock, Invalid, ListQuery, Outcome, ReturnStore, Settings,
-                                encode_cursor, field_error, iso, parse_list_args, parse_time, validate_disposition)
+from sandbox.common import (
+    HTML_ERROR_PAGE,
+    BadFaultRule,
+    FaultBook,
+    FaultRule,
+    fault_after,
+    fault_before,
+)
+from sandbox.loop.state import (
+    NOT_FOUND,
+    Clock,
+    Dice,
+    Invalid,
+    ListQuery,
+    Outcome,
+    ReturnStore,
+    Settings,
+    encode_cursor,
+    field_error,
+    iso,
+    parse_list_args,
+    parse_time,
+    shifted,
+    validate_disposition,
+)
 from sandbox.loop.webhooks import Webhooks
 
 VERSIONS = ("v1", "2026-07")  # v1 is an alias of 2026-07 (§1)
@@ -71,10 +94,11 @@ class LoopSandbox:
     def __init__(self, settings: dict[str, Any] | None = None):
         self.settings = Settings(settings)
         self.clock = Clock()
+        self.dice = Dice(self.settings)
         self.faults = FaultBook()
         self.gate = Gate(self.settings)
-        self.webhooks = Webhooks(self.settings)
-        self.store = ReturnStore(self.settings, self.clock, self.webhooks.emit)
+        self.webhooks = Webhooks(self.settings, self.dice)
+        self.store = ReturnStore(self.settings, self.clock, self.dice, self.webhooks.emit)
 
     def reset(self) -> None:
         """Back to a fresh sandbox: no returns, subscriptions, deliveries or faults; initial settings."""
@@ -98,7 +122,7 @@ class LoopSandbox:
 
 
 def create_app(settings: dict[str, Any] | None = None) -> Flask:
-    app = Flask(__name__)
+    app = Flask(__name__, static_folder=None)  # the real APIs serve no /static
     app.json.sort_keys = False  # keep Loop's field order
     sandbox = LoopSandbox(settings)
     app.extensions["loop_sandbox"] = sandbox
@@ -107,6 +131,7 @@ def create_app(settings: dict[str, Any] | None = None) -> Flask:
     app.register_error_handler(Invalid, lambda e: _json(e.body(), 422))
     app.register_error_handler(404, lambda e: _json(NOT_FOUND, 404))
     app.register_error_handler(405, lambda e: _json({"message": "Method not allowed."}, 405))
+    app.register_error_handler(HTTPException, lambda e: _json({"message": f"{e.name}."}, e.code))
     return app
 
 
@@ -118,16 +143,20 @@ def _json(body: Any, status: int = 200, headers: dict[str, str] | None = None) -
 
 
 def _body() -> Any:
-    return request.get_json(silent=True, force=True)
+    """The JSON body whatever its Content-Type; None when there is none or it is not JSON."""
+    try:
+        return json.loads(request.get_data())
+    except (ValueError, RecursionError):  # RecursionError: arrays nested thousands deep
+        return None
 
 
 def _outcome(outcome: Outcome | None) -> Response:
     return _json(NOT_FOUND, 404) if outcome is None else _json(outcome.body, outcome.status)
 
 
-def _fault_response(rule: FaultRule, hang_s: float) -> Response | None:
-    sleep_for(rule, hang_s)
-    if rule.status is None:  # latency-only rule: carry on
+def _fault_answer(rule: FaultRule) -> Response | None:
+    """Loop's answer for a fault rule's `status` (`code0` is RLM's and ignored here)."""
+    if rule.status is None:
         return None
     headers = {"Retry-After": str(rule.retry_after)} if rule.retry_after is not None else {}
     if rule.html:
@@ -167,11 +196,20 @@ def _api(sb: LoopSandbox) -> Blueprint:
             return _json(NOT_FOUND, 404)
         relative = request.path.removeprefix(f"/api/{g.api_version}")
         rule = sb.faults.pick(request.method, [request.path, relative])
-        if rule is not None and (faulted := _fault_response(rule, sb.settings["timeout_hang_s"])) is not None:
+        if rule is not None and rule.after:
+            g.after_fault = rule
+        elif rule is not None and (faulted := fault_before(rule, sb.settings["timeout_hang_s"], _fault_answer)):
             return faulted
         route = f"{request.method} {request.url_rule.rule if request.url_rule else request.path}"
         refused = sb.gate.admit(request.headers.get("X-Authorization"), route)
         return _json(*refused) if refused else None
+
+    @api.after_request
+    def fault_after_call(response: Response) -> Response:
+        rule = g.pop("after_fault", None)
+        if rule is None:
+            return response
+        return fault_after(rule, sb.settings["timeout_hang_s"], _fault_answer, response)
 
     @api.get("/warehouse/return/details")
     def details() -> Response:
@@ -275,16 +313,19 @@ def _sim(sb: LoopSandbox) -> Blueprint:
 
     @sim.post("/faults")
     def add_faults() -> Response:
+        """One rule, or {"rules": [...], "seed": N}; answers the rules now in force with their counters."""
         body = _body()
         if not isinstance(body, dict):
             raise Invalid("The request body must be a fault rule or {\"rules\": [...]}.")
-        for rule in body.get("rules", [body]):
-            if not isinstance(rule, dict) or not isinstance(rule.get("match", {}), dict):
-                raise field_error("rules", "Each rule must be an object with an optional `match` object.")
-            sb.faults.add(rule)
-        if "seed" in body:
-            sb.faults.seed(body["seed"])
-        return _json({"rules": [dataclasses.asdict(r) for r in list(sb.faults.rules)]})
+        rule = {k: v for k, v in body.items() if k != "seed"}
+        rules = body.get("rules", [rule] if rule else [])  # {"seed": N} alone adds no rule
+        if not isinstance(rules, list) or ("rules" in body and set(body) - {"rules", "seed"}):
+            raise field_error("rules", "Send one rule, or {\"rules\": [...]} with an optional seed.")
+        try:
+            sb.faults.add_all(rules, seed=body.get("seed"))
+        except BadFaultRule as e:
+            raise field_error(e.field, f"The {e.field} field {e.message}.") from None
+        return _json({"rules": sb.faults.views()})
 
     @sim.delete("/faults")
     def clear_faults() -> Response:
@@ -304,12 +345,15 @@ def _sim(sb: LoopSandbox) -> Blueprint:
     def set_clock() -> Response:
         body = _body()
         body = body if isinstance(body, dict) else {}
-        if isinstance(body.get("set"), str):
+        if "set" in body:
+            when = body["set"]
             try:
-                sb.clock.set(parse_time(body["set"]))
+                sb.clock.set(parse_time(when if isinstance(when, str) else ""))
             except ValueError:
-                raise field_error("set", "`set` must be an ISO 8601 time.") from None
-        elif isinstance(body.get("advance_s"), (int, float)) and not isinstance(body["advance_s"], bool):
+                raise field_error("set", "`set` must be an ISO 8601 time between 1970 and 9000.") from None
+        elif "advance_s" in body:
+            if shifted(sb.clock.now(), body["advance_s"]) is None:
+                raise field_error("advance_s", "`advance_s` must be seconds that keep the clock between 1970 and 9000.")
             sb.clock.advance(body["advance_s"])
         else:
             raise Invalid("Send {\"set\": \"<ISO time>\"} or {\"advance_s\": <seconds>}.")

@@ -11,13 +11,17 @@ import datetime as dt
 import hashlib
 import itertools
 import json
+import math
 import os
+import random
 import re
 import threading
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field, replace
 from decimal import Decimal, InvalidOperation
 from typing import Any
+
+from sandbox.common import is_int, is_number
 
 STATES = ("open", "review", "closed", "cancelled", "expired")
 DEFAULT_LIST_STATES = ("open", "closed", "expired")  # §3.2: review and cancelled only when asked for
@@ -51,34 +55,66 @@ def field_error(name: str, message: str) -> Invalid:
 
 # --- settings -------------------------------------------------------------------------------------
 
-def _is_int(v: Any) -> bool:
-    return isinstance(v, int) and not isinstance(v, bool)
+MAX_DELAY_S = 86_400.0  # a day: longer waits only tie up timers (and overflow the clock)
 
 
-def _is_number(v: Any) -> bool:
-    return isinstance(v, (int, float)) and not isinstance(v, bool)
+def _is_seconds(v: Any, maximum: float = MAX_DELAY_S) -> bool:
+    return is_number(v) and 0 <= v <= maximum
 
 
 def _is_fail_mode(v: Any) -> bool:
-    return isinstance(v, bool) or (isinstance(v, list) and all(_is_int(i) for i in v))
+    """True/false, a list of return ids (every attempt fails) or {"<return id>": n} (the first n fail)."""
+    if isinstance(v, bool):
+        return True
+    if isinstance(v, list):
+        return all(is_int(i) for i in v)
+    return isinstance(v, dict) and all(_is_id_text(k) and is_int(n) and n >= 0 for k, n in v.items())
+
+
+def _is_id_text(text: str) -> bool:
+    """ASCII digits short enough for an id (int() takes other digits too, and balks at 4300 of them)."""
+    return text.isascii() and text.isdigit() and len(text) <= 19
+
+
+def _is_range(v: Any, required: set[str], optional: set[str]) -> bool:
+    """An object of seconds with exactly `required` (+ any of `optional`) keys, min_s <= median_s <= max_s."""
+    if not isinstance(v, dict) or not required <= set(v) <= required | optional:
+        return False
+    seconds = [v[k] for k in ("min_s", "median_s", "max_s") if k in v]
+    return all(_is_seconds(x) for x in seconds) and seconds == sorted(seconds) and v.get("median_s", 1) > 0
+
+
+def _is_delay(v: Any) -> bool:
+    return _is_seconds(v) or _is_range(v, {"min_s", "max_s"}, {"median_s"})
+
+
+def _is_webhook_delay(v: Any) -> bool:
+    return v is None or (_is_range(v, {"min_s", "max_s"}, {"probability"})
+                         and (is_number(v.get("probability", 1)) and 0 <= v.get("probability", 1) <= 1))
 
 
 SETTING_RULES: dict[str, tuple[Callable[[Any], bool], str]] = {
     "api_keys": (lambda v: isinstance(v, list) and bool(v) and all(isinstance(k, str) and k for k in v),
                  "must be a non-empty list of strings"),
-    "rate_limit_per_minute": (lambda v: _is_int(v) and v >= 1, "must be an integer >= 1"),
+    "rate_limit_per_minute": (lambda v: is_int(v) and 1 <= v <= 1_000_000, "must be an integer from 1 to 1000000"),
     "rate_limit_retry_after": (lambda v: isinstance(v, bool), "must be a boolean"),
-    "rate_limit_window_s": (lambda v: _is_number(v) and v > 0, "must be a number > 0"),
-    "refusal_status": (lambda v: v in (200, 422), "must be 200 or 422"),
-    "process_delay_s": (lambda v: _is_number(v) and v >= 0, "must be a number >= 0"),
+    "rate_limit_window_s": (lambda v: _is_seconds(v) and v > 0, "must be a number of seconds > 0 and <= 86400"),
+    "refusal_status": (lambda v: is_int(v) and v in (200, 422), "must be 200 or 422"),
+    "process_delay_s": (_is_delay, ('must be seconds (0 to 86400) or {"min_s": a, "max_s": b} with an optional '
+                                    '"median_s" (log-normal), 0 <= min_s <= median_s <= max_s <= 86400, median_s > 0')),
     "allow_flagged_process": (lambda v: isinstance(v, bool), "must be a boolean"),
-    "processing_fails": (_is_fail_mode, "must be a boolean or a list of return ids"),
+    "processing_fails": (_is_fail_mode, 'must be a boolean, a list of return ids or {"<return id>": n >= 0}'),
+    "processing_failure_rate": (lambda v: is_number(v) and 0 <= v <= 1, "must be a number from 0 to 1"),
+    "processing_failure_repeat": (lambda v: is_int(v) and 1 <= v <= 1000, "must be an integer from 1 to 1000"),
     "webhook_secret": (lambda v: isinstance(v, str) and bool(v), "must be a non-empty string"),
-    "webhook_retry_base_s": (lambda v: _is_number(v) and v >= 0, "must be a number >= 0"),
-    "webhook_timeout_s": (lambda v: _is_number(v) and v > 0, "must be a number > 0"),
-    "duplicate_deliveries": (lambda v: _is_int(v) and v >= 1, "must be an integer >= 1"),
-    "shop_id": (lambda v: _is_int(v) and v >= 1, "must be an integer >= 1"),
-    "timeout_hang_s": (lambda v: _is_number(v) and v >= 0, "must be a number >= 0"),
+    "webhook_retry_base_s": (lambda v: _is_seconds(v, 3600), "must be a number of seconds from 0 to 3600"),
+    "webhook_timeout_s": (lambda v: _is_seconds(v, 600) and v > 0, "must be a number of seconds > 0 and <= 600"),
+    "webhook_delay": (_is_webhook_delay, ('must be null or {"probability": p, "min_s": a, "max_s": b}, '
+                                          '0 <= p <= 1 (default 1), 0 <= a <= b <= 86400')),
+    "duplicate_deliveries": (lambda v: is_int(v) and 1 <= v <= 100, "must be an integer from 1 to 100"),
+    "shop_id": (lambda v: is_int(v) and 1 <= v < 2**63, "must be a positive 64-bit integer"),
+    "timeout_hang_s": (lambda v: _is_seconds(v, 3600), "must be a number of seconds from 0 to 3600"),
+    "seed": (lambda v: v is None or is_int(v), "must be null or an integer"),
 }
 
 
@@ -89,15 +125,19 @@ def default_settings() -> dict[str, Any]:
         "rate_limit_retry_after": False,
         "rate_limit_window_s": 60.0,  # Loop counts per minute; tests shrink the window to compress time
         "refusal_status": 200,
-        "process_delay_s": 2.0,
+        "process_delay_s": 2.0,  # or {"min_s", "median_s", "max_s"}: drawn per processing job
         "allow_flagged_process": False,
         "processing_fails": False,
+        "processing_failure_rate": 0.0,  # share of returns whose processing fails at first (seeded)
+        "processing_failure_repeat": 2,  # how many attempts of such a return fail before one succeeds
         "webhook_secret": os.environ.get("LOOP_WEBHOOK_SECRET") or "demo-webhook-secret",
         "webhook_retry_base_s": 5.0,
         "webhook_timeout_s": 10.0,
+        "webhook_delay": None,  # or {"probability", "min_s", "max_s"}: some deliveries held back
         "duplicate_deliveries": 1,
         "shop_id": 12345,
         "timeout_hang_s": 90.0,  # how long a `"timeout": true` fault holds the answer
+        "seed": None,  # seeds the draws above (not fault rules: POST /_sim/faults {"seed": N})
     }
 
 
@@ -145,6 +185,37 @@ class Settings:
         return values
 
 
+class Dice:
+    """Seeded draws for the settings that make the sandbox random (processing delays and failures,
+    held-back webhooks). Each draw is keyed by what it decides (a return's n-th processing job, a
+    delivery), so with the same `seed` a return gets the same luck whatever else runs meanwhile.
+    """
+
+    def __init__(self, settings: Settings):
+        self._settings = settings
+        self._entropy = random.randrange(1 << 62)  # while `seed` is null
+
+    def rng(self, *key: Any) -> random.Random:
+        seed = self._settings["seed"]
+        return random.Random(":".join(map(str, (self._entropy if seed is None else seed, *key))))
+
+    def chance(self, *key: Any) -> float:
+        return self.rng(*key).random()
+
+
+def draw_seconds(spec: float | dict[str, float], rng: random.Random) -> float:
+    """A fixed delay, or one drawn from {"min_s", "max_s"}: uniform, or with "median_s" log-normal
+    through that median with max_s at its 99th percentile, clipped to [min_s, max_s]."""
+    if not isinstance(spec, dict):
+        return float(spec)
+    low, high = spec["min_s"], spec["max_s"]
+    if "median_s" not in spec:
+        return rng.uniform(low, high)
+    median = spec["median_s"]
+    sigma = math.log(high / median) / 2.326
+    return min(high, max(low, rng.lognormvariate(math.log(median), sigma)))
+
+
 # --- clock and formatting -------------------------------------------------------------------------
 
 class Clock:
@@ -158,11 +229,11 @@ class Clock:
         with self._lock:
             offset = self._offset
         # Whole seconds: the API shows timestamps to the second, so filters must agree with what clients see.
-        return (dt.datetime.now(dt.timezone.utc) + offset).replace(microsecond=0)
+        return (dt.datetime.now(dt.UTC) + offset).replace(microsecond=0)
 
     def set(self, when: dt.datetime) -> None:
         with self._lock:
-            self._offset = when - dt.datetime.now(dt.timezone.utc)
+            self._offset = when - dt.datetime.now(dt.UTC)
 
     def advance(self, seconds: float) -> None:
         with self._lock:
@@ -183,18 +254,37 @@ def iso(ts: dt.datetime) -> str:
     return ts.strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
+# Sandbox times stay between these, so date arithmetic (list windows, cursors) never overflows.
+EARLIEST = dt.datetime(1970, 1, 2, tzinfo=dt.UTC)
+LATEST = dt.datetime(9000, 1, 1, tzinfo=dt.UTC)
+MAX_SHIFT_S = 3e11  # about 9500 years: any longer move leaves the range anyway
+
+
 def parse_time(value: str) -> dt.datetime:
-    """Accept `2023-01-01 00:00:00` or ISO 8601 (`2023-01-01T00:00:00.000Z`); both read as UTC."""
+    """Accept `2023-01-01 00:00:00` or ISO 8601 (`2023-01-01T00:00:00.000Z`); both read as UTC.
+
+    ValueError if unreadable or outside the sandbox's years.
+    """
     try:
         if "T" in value:
-            parsed = dt.datetime.fromisoformat(value.replace("Z", "+00:00"))
+            parsed = dt.datetime.fromisoformat(value)
         else:
             parsed = dt.datetime.strptime(value, "%Y-%m-%d %H:%M:%S")
-    except ValueError:
+        parsed = parsed.replace(tzinfo=dt.UTC) if parsed.tzinfo is None else parsed
+        parsed = parsed.astimezone(dt.UTC)
+    except (ValueError, OverflowError):  # OverflowError: a zone offset past year 1 or 9999
         raise ValueError(value) from None
-    if parsed.tzinfo is None:
-        parsed = parsed.replace(tzinfo=dt.timezone.utc)
-    return parsed.astimezone(dt.timezone.utc)
+    if not EARLIEST <= parsed <= LATEST:
+        raise ValueError(value)
+    return parsed
+
+
+def shifted(moment: dt.datetime, seconds: Any) -> dt.datetime | None:
+    """`moment` moved by `seconds`, or None if that is not a number or leaves the sandbox's years."""
+    if not is_number(seconds) or abs(seconds) >= MAX_SHIFT_S:
+        return None
+    moved = moment + dt.timedelta(seconds=seconds)
+    return moved if EARLIEST <= moved <= LATEST else None
 
 
 CENT = Decimal("0.01")
@@ -210,14 +300,18 @@ def fmt(amount: Decimal) -> str:
     return f"{amount:.2f}"
 
 
-US_STATES = dict(pair.split(":") for pair in (
-    "AL:Alabama,AK:Alaska,AZ:Arizona,AR:Arkansas,CA:California,CO:Colorado,CT:Connecticut,DE:Delaware,"
-    "DC:District of Columbia,FL:Florida,GA:Georgia,HI:Hawaii,ID:Idaho,IL:Illinois,IN:Indiana,IA:Iowa,"
-    "KS:Kansas,KY:Kentucky,LA:Louisiana,ME:Maine,MD:Maryland,MA:Massachusetts,MI:Michigan,MN:Minnesota,"
-    "MS:Mississippi,MO:Missouri,MT:Montana,NE:Nebraska,NV:Nevada,NH:New Hampshire,NJ:New Jersey,"
-    "NM:New Mexico,NY:New York,NC:North Carolina,ND:North Dakota,OH:Ohio,OK:Oklahoma,OR:Oregon,"
-    "PA:Pennsylvania,RI:Rhode Island,SC:South Carolina,SD:South Dakota,TN:Tennessee,TX:Texas,UT:Utah,"
-    "VT:Vermont,VA:Virginia,WA:Washington,WV:West Virginia,WI:Wisconsin,WY:Wyoming").split(","))
+US_STATES = {
+    "AL": "Alabama", "AK": "Alaska", "AZ": "Arizona", "AR": "Arkansas", "CA": "California", "CO": "Colorado",
+    "CT": "Connecticut", "DE": "Delaware", "DC": "District of Columbia", "FL": "Florida", "GA": "Georgia",
+    "HI": "Hawaii", "ID": "Idaho", "IL": "Illinois", "IN": "Indiana", "IA": "Iowa", "KS": "Kansas",
+    "KY": "Kentucky", "LA": "Louisiana", "ME": "Maine", "MD": "Maryland", "MA": "Massachusetts",
+    "MI": "Michigan", "MN": "Minnesota", "MS": "Mississippi", "MO": "Missouri", "MT": "Montana",
+    "NE": "Nebraska", "NV": "Nevada", "NH": "New Hampshire", "NJ": "New Jersey", "NM": "New Mexico",
+    "NY": "New York", "NC": "North Carolina", "ND": "North Dakota", "OH": "Ohio", "OK": "Oklahoma",
+    "OR": "Oregon", "PA": "Pennsylvania", "RI": "Rhode Island", "SC": "South Carolina", "SD": "South Dakota",
+    "TN": "Tennessee", "TX": "Texas", "UT": "Utah", "VT": "Vermont", "VA": "Virginia", "WA": "Washington",
+    "WV": "West Virginia", "WI": "Wisconsin", "WY": "Wyoming",
+}
 
 DEFAULT_CUSTOMER = {"email": "jane.doe@example.com", "first_name": "Jane", "middle_name": "", "last_name": "Doe"}
 DEFAULT_ADDRESS = {"company": "", "address1": "123 Main St", "address2": "", "city": "Brooklyn",
@@ -272,7 +366,15 @@ class ReturnRecord:
     actions: list[dict[str, Any]] = field(default_factory=list)  # every API action, refused or not
     history: list[dict[str, Any]] = field(default_factory=list)  # every state change and its cause
     process_data: dict[str, Any] = field(default_factory=dict)
-    processing_pending: int = 0
+    processing_jobs: list[dict[str, Any]] = field(default_factory=list)  # {queued_at, delay_s, outcome}
+
+    @property
+    def processing_pending(self) -> int:
+        return sum(job["outcome"] == "pending" for job in self.processing_jobs)
+
+    @property
+    def processing_failed(self) -> int:
+        return sum(job["outcome"] == "failed" for job in self.processing_jobs)
 
     def status_page_url(self) -> str:
         token = hashlib.sha1(str(self.id).encode()).hexdigest()[:8]
@@ -455,7 +557,7 @@ def _window(args: Mapping[str, str], now: dt.datetime) -> tuple[dt.datetime, dt.
 def _page_size(raw: str | None) -> int:
     if raw is None:
         return 100
-    if not re.fullmatch(r"\d+", raw) or int(raw) < 1:
+    if not re.fullmatch(r"[0-9]{1,9}", raw) or int(raw) < 1:
         raise field_error("pageSize", "The page size must be an integer of at least 1.")
     if int(raw) > MAX_PAGE_SIZE:
         raise field_error("pageSize", "The page size may not be greater than 750.")
@@ -489,15 +591,34 @@ def encode_cursor(q: ListQuery) -> str:
 
 
 def decode_cursor(cursor: str) -> ListQuery:
+    """The query a cursor we issued encodes; anything else (tampered, truncated, foreign) is a 422."""
     try:
         data = json.loads(base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4)))
-        return ListQuery(
-            start=dt.datetime.fromtimestamp(data["f"], dt.timezone.utc),
-            end=dt.datetime.fromtimestamp(data["t"], dt.timezone.utc),
-            filter_by=data["by"], states=tuple(data["s"]), size=int(data["n"]), paginate=True,
-            after=tuple(data["a"]) if data["a"] else None, before=tuple(data["b"]) if data["b"] else None)
-    except (ValueError, KeyError, TypeError, binascii.Error):
+        query = ListQuery(
+            start=_cursor_time(data["f"]), end=_cursor_time(data["t"]), filter_by=data["by"],
+            states=tuple(data["s"]), size=data["n"], paginate=True,
+            after=_cursor_position(data["a"]), before=_cursor_position(data["b"]))
+    except (ValueError, KeyError, TypeError, binascii.Error, RecursionError):
         raise field_error("cursor", "The cursor is invalid.") from None
+    if (query.filter_by not in ("created_at", "updated_at") or not all(st in STATES for st in query.states)
+            or not is_int(query.size) or not 1 <= query.size <= MAX_PAGE_SIZE):
+        raise field_error("cursor", "The cursor is invalid.")
+    return query
+
+
+def _cursor_time(value: Any) -> dt.datetime:
+    # From 0: a default window may start a day before EARLIEST.
+    if not is_int(value) or not 0 <= value <= LATEST.timestamp():
+        raise ValueError(value)
+    return dt.datetime.fromtimestamp(value, dt.UTC)
+
+
+def _cursor_position(value: Any) -> tuple[int, int] | None:
+    if value is None:
+        return None
+    if not isinstance(value, list) or len(value) != 2 or not all(is_int(v) for v in value):
+        raise ValueError(value)
+    return value[0], value[1]
 
 
 # --- dispositioning (§3.5) ------------------------------------------------------------------------
@@ -511,7 +632,7 @@ def _disposition_item_errors(item: Any, kind: str) -> dict[str, str]:
     if not isinstance(item, dict):
         return {"": "Each item must be an object."}
     errors = {}
-    if not _is_int(item.get("line_item_id")):
+    if not is_int(item.get("line_item_id")):
         errors["line_item_id"] = "The line item id field is required and must be an integer."
     if kind == "grade":
         description = item.get("description")
@@ -592,9 +713,10 @@ class ReturnStore:
     change; webhooks.py decides who receives it.
     """
 
-    def __init__(self, settings: Settings, clock: Clock, emit: Callable[[str, dict[str, Any]], None]):
+    def __init__(self, settings: Settings, clock: Clock, dice: Dice, emit: Callable[[str, dict[str, Any]], None]):
         self._settings = settings
         self._clock = clock
+        self._dice = dice
         self._emit = emit
         self._lock = threading.RLock()
         self._jobs = Jobs()
@@ -664,7 +786,7 @@ class ReturnStore:
             raise field_error("return_id", "One of return_id, order_id or order_name is required.")
         value = args[name]
         if name != "order_name":
-            if not value.isdigit():
+            if not _is_id_text(value):
                 raise field_error(name, f"The {name.replace('_', ' ')} must be an integer.")
             value = int(value)
         attribute = "id" if name == "return_id" else name
@@ -702,7 +824,8 @@ class ReturnStore:
                 return None
             return json.loads(json.dumps({
                 **api_view(r), "actions": r.actions, "history": r.history, "notes": r.notes,
-                "process_data": r.process_data, "processing_pending": r.processing_pending,
+                "process_data": r.process_data, "processing_jobs": r.processing_jobs,
+                "processing_pending": r.processing_pending, "processing_failed": r.processing_failed,
                 "removed_line_items": [_line_view(li, i, _api_ids, True)
                                        for i, li in enumerate(r.removed_line_items)]}))
 
@@ -715,8 +838,10 @@ class ReturnStore:
                 counts["refused"] = 0
                 for action in r.actions:
                     counts[action["action"] if action["ok"] else "refused"] += 1
+                counts["processing_failed"], counts["refunds"] = r.processing_failed, len(r.refunds)
                 per_return[str(r.id)] = counts
-        totals = {k: sum(c[k] for c in per_return.values()) for k in (*kinds, "refused")}
+        totals = {k: sum(c[k] for c in per_return.values())
+                  for k in (*kinds, "refused", "processing_failed", "refunds")}
         totals["returns"] = len(per_return)
         return {"returns": per_return, "totals": totals}
 
@@ -743,7 +868,7 @@ class ReturnStore:
 
     def _refusal(self, r: ReturnRecord, action: str) -> dict[str, Any] | None:
         if action == "process":
-            if r.state == "open" or (r.state == "review" and self._settings["allow_flagged_process"]):
+            if self._processable(r):
                 return None
             return FLAGGED_REFUSAL if r.state == "review" else _state_refusal(r.state)
         if r.state in TRANSITIONS[action][0]:
@@ -830,31 +955,51 @@ class ReturnStore:
         if state == "closed":
             self._emit("return.closed", webhook_payload(r, "return.closed"))
 
-    def _queue_processing(self, r: ReturnRecord) -> None:
-        """Loop only queues processing; outcomes run later (§3.3)."""
-        r.processing_pending += 1
-        generation, return_id = self._generation, r.id
-        self._jobs.later(self._settings["process_delay_s"], lambda: self._finish_processing(return_id, generation))
+    def _processable(self, r: ReturnRecord) -> bool:
+        return r.state == "open" or (r.state == "review" and self._settings["allow_flagged_process"])
 
-    def _finish_processing(self, return_id: int, generation: int) -> None:
+    def _queue_processing(self, r: ReturnRecord) -> None:
+        """Loop only queues processing; outcomes run later (§3.3), after a delay that may be drawn."""
+        index = len(r.processing_jobs)
+        delay = draw_seconds(self._settings["process_delay_s"], self._dice.rng("process_delay", r.id, index))
+        r.processing_jobs.append({"queued_at": iso(self._clock.now()), "delay_s": round(delay, 3),
+                                  "outcome": "pending"})
+        generation, return_id = self._generation, r.id
+        self._jobs.later(delay, lambda: self._finish_processing(return_id, index, generation))
+
+    def _finish_processing(self, return_id: int, index: int, generation: int) -> None:
         with self._lock:
             r = self._returns.get(return_id)
             if r is None or generation != self._generation:
                 return
-            r.processing_pending -= 1
-            if self._processing_fails(return_id):
+            job = r.processing_jobs[index]
+            if not self._processable(r):  # closed, cancelled or flagged meanwhile: nothing to do
+                job["outcome"] = "nothing to do"
+            elif self._processing_fails(r):
+                job["outcome"] = "failed"
                 r.history.append({"at": iso(self._clock.now()), "from": r.state, "to": r.state,
                                   "cause": "processing failed"})
+                # No timestamp in the payload: a repeat failure in the same state sends the same bytes.
                 self._emit("return.processing.failed", processing_failed_payload(r))
-                return
-            # Someone may have closed, cancelled or flagged it meanwhile: then there is nothing to do.
-            if r.state == "open" or (r.state == "review" and self._settings["allow_flagged_process"]):
+            else:
+                job["outcome"] = "processed"
                 self._refund(r)
                 self._set_state(r, "closed", cause="processed")
 
-    def _processing_fails(self, return_id: int) -> bool:
+    def _processing_fails(self, r: ReturnRecord) -> bool:
+        planned = self._failures_planned(r)
+        return planned is None or r.processing_failed < planned
+
+    def _failures_planned(self, r: ReturnRecord) -> int | None:
+        """How many processing attempts of this return fail before one succeeds; None: all of them."""
         mode = self._settings["processing_fails"]
-        return return_id in mode if isinstance(mode, list) else bool(mode)
+        if isinstance(mode, dict) and str(r.id) in mode:
+            return mode[str(r.id)]
+        if mode is True or (isinstance(mode, list) and r.id in mode):
+            return None
+        if self._dice.chance("processing_fails", r.id) < self._settings["processing_failure_rate"]:
+            return self._settings["processing_failure_repeat"]
+        return 0
 
     def _refund(self, r: ReturnRecord) -> None:
         amount = sum((li.refund for li in r.line_items), Decimal("0.00"))
@@ -866,7 +1011,7 @@ class ReturnStore:
 def _id_list(raw_ids: str) -> list[int | str]:
     """`1,2,x` -> [1, 2, "x"]; non-numeric tokens stay (they never qualify), duplicates go."""
     tokens = [t.strip() for t in raw_ids.split(",") if t.strip()]
-    return list(dict.fromkeys(int(t) if t.isdigit() else t for t in tokens))
+    return list(dict.fromkeys(int(t) if _is_id_text(t) else t for t in tokens))
 
 
 def _customer(value: Any) -> dict[str, str]:
@@ -883,15 +1028,30 @@ def _address(value: Any, customer: dict[str, str]) -> dict[str, str]:
     return address
 
 
+def _is_text_object(value: Any, numbers: tuple[str, ...] = ()) -> bool:
+    """An object of strings (the `numbers` keys may also hold an integer, like a zip)."""
+    return isinstance(value, dict) and all(
+        isinstance(v, str) or (k in numbers and is_int(v)) for k, v in value.items())
+
+
+CREATE_FIELDS: dict[str, Callable[[Any], bool]] = {
+    "customer": lambda v: isinstance(v, str) or _is_text_object(v),
+    "address": lambda v: _is_text_object(v, numbers=("zip",)),
+    "currency": lambda v: isinstance(v, str),
+    "shop_id": lambda v: is_int(v) and 1 <= v < 2**63,
+}
+LINE_TEXT_FIELDS = ("barcode", "title", "return_reason", "outcome")
+
+
 def _validate_create(spec: Any) -> tuple[str, list[dict[str, Any]]]:
     if not isinstance(spec, dict):
         raise Invalid("The request body must be a JSON object.")
     errors = {}
     order_name = spec.get("order_name")
-    if not isinstance(order_name, str) or not order_name:
-        errors["order_name"] = ["The order name field is required."]
-    for name, kind in (("customer", (str, dict)), ("address", dict), ("currency", str), ("shop_id", int)):
-        if name in spec and not isinstance(spec[name], kind):
+    if not isinstance(order_name, str) or not order_name or len(order_name) > 255:
+        errors["order_name"] = ["The order name field is required and may not exceed 255 characters."]
+    for name, fits in CREATE_FIELDS.items():
+        if name in spec and not fits(spec[name]):
             errors[name] = [f"The {name} field has the wrong type."]
     items = spec.get("line_items")
     if not isinstance(items, list) or not items:
@@ -911,6 +1071,11 @@ def _line_errors(item: Any) -> dict[str, str]:
     errors = {}
     if not isinstance(item.get("sku"), str) or not item["sku"]:
         errors["sku"] = "The sku field is required."
+    for name in LINE_TEXT_FIELDS:
+        if name in item and not isinstance(item[name], str):
+            errors[name] = f"The {name} field must be a string."
+    if item.get("parent_return_reason") is not None and not isinstance(item["parent_return_reason"], str):
+        errors["parent_return_reason"] = "The parent return reason field must be a string or null."
     for name in ("price", "discount", "tax"):
         if name == "price" or name in item:
             try:

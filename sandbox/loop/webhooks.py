@@ -18,7 +18,7 @@ from typing import Any
 
 import requests
 
-from sandbox.loop.state import Invalid, Settings, field_error
+from sandbox.loop.state import Dice, Invalid, Settings, draw_seconds, field_error
 
 TOPIC_TRIGGERS = {
     "return": ("return.created", "return.updated", "return.closed"),
@@ -91,7 +91,7 @@ class Subscriptions:
         if not isinstance(data, dict):
             raise Invalid("The request body must be a JSON object.")
         topic, trigger, url = data.get("topic"), data.get("trigger"), data.get("url")
-        if topic not in TOPIC_TRIGGERS:
+        if not isinstance(topic, str) or topic not in TOPIC_TRIGGERS:
             raise Invalid(TOPIC_MESSAGE, {})
         if trigger not in TOPIC_TRIGGERS[topic]:
             raise field_error("trigger", "The selected trigger is invalid.")
@@ -120,11 +120,12 @@ class Delivery:
     copy: int
     outcome: str = "pending"  # pending -> delivered | failed
     reason: str | None = None
+    held_s: float | None = None  # first attempt held back this long (`webhook_delay`)
     attempts: list[dict[str, Any]] = field(default_factory=list)
 
     def view(self) -> dict[str, Any]:
         return {"id": self.id, "trigger": self.trigger, "return_id": self.return_id, "url": self.url,
-                "copy": self.copy, "outcome": self.outcome, "reason": self.reason,
+                "copy": self.copy, "outcome": self.outcome, "reason": self.reason, "held_s": self.held_s,
                 "attempts": [dict(a) for a in self.attempts], "body": self.body.decode()}
 
 
@@ -138,14 +139,15 @@ def _retry_after(value: str | None) -> float | None:
         when = email.utils.parsedate_to_datetime(value)
     except (TypeError, ValueError):
         return None
-    return max(0.0, (when - dt.datetime.now(dt.timezone.utc)).total_seconds())
+    return max(0.0, (when - dt.datetime.now(dt.UTC)).total_seconds())
 
 
 class Dispatcher:
     """At-least-once delivery: a heap of due attempts worked by one thread, so requests never wait on it."""
 
-    def __init__(self, settings: Settings):
+    def __init__(self, settings: Settings, dice: Dice):
         self._settings = settings
+        self._dice = dice
         self._cond = threading.Condition()
         self._due: list[tuple[float, int, Delivery]] = []  # (monotonic due time, seq, delivery)
         self._log: collections.deque[Delivery] = collections.deque(maxlen=LOG_SIZE)
@@ -161,8 +163,16 @@ class Dispatcher:
         with self._cond:
             for copy in range(1, self._settings["duplicate_deliveries"] + 1):
                 delivery = Delivery(next(self._ids), trigger, return_id, url, body, copy)
+                delivery.held_s = self._hold(delivery)
                 self._log.append(delivery)
-                self._schedule(delivery, 0.0)
+                self._schedule(delivery, delivery.held_s or 0.0)
+
+    def _hold(self, delivery: Delivery) -> float | None:
+        """Seconds to hold this delivery back (`webhook_delay`), while later ones go out on time."""
+        spec = self._settings["webhook_delay"]
+        if spec is None or self._dice.chance("webhook_held", delivery.id) >= spec.get("probability", 1.0):
+            return None
+        return round(draw_seconds(spec, self._dice.rng("webhook_held_s", delivery.id)), 3)
 
     def deliveries(self) -> list[dict[str, Any]]:
         with self._cond:
@@ -183,6 +193,7 @@ class Dispatcher:
         with self._cond:
             self._due.clear()
             self._log.clear()
+            self._ids = itertools.count(1)  # so seeded draws keyed by delivery id repeat after a reset
             self._cond.notify_all()
 
     def shutdown(self) -> None:
@@ -221,7 +232,7 @@ class Dispatcher:
 
     def _attempt(self, delivery: Delivery) -> None:
         status, error, retry_after = self._post(delivery)
-        attempt = {"attempt": len(delivery.attempts) + 1, "at": dt.datetime.now(dt.timezone.utc).isoformat(),
+        attempt = {"attempt": len(delivery.attempts) + 1, "at": dt.datetime.now(dt.UTC).isoformat(),
                    "status_code": status, "error": error, "retry_in_s": None}
         with self._cond:
             delivery.attempts.append(attempt)
@@ -264,9 +275,9 @@ class Dispatcher:
 class Webhooks:
     """Subscriptions plus dispatcher: `emit` sends one event to every active subscription for its trigger."""
 
-    def __init__(self, settings: Settings):
+    def __init__(self, settings: Settings, dice: Dice):
         self.subscriptions = Subscriptions(settings)
-        self.dispatcher = Dispatcher(settings)
+        self.dispatcher = Dispatcher(settings, dice)
 
     def emit(self, trigger: str, payload: dict[str, Any]) -> None:
         urls = self.subscriptions.active_urls(trigger)

@@ -8,12 +8,27 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from flask import Blueprint, Flask, current_app, g, jsonify, request
+from flask import Blueprint, Flask, Response, current_app, g, jsonify, request
 from werkzeug.exceptions import HTTPException
 from werkzeug.http import HTTP_STATUS_CODES
 
-from sandbox.common import HTML_ERROR_PAGE, FaultBook, FaultRule, sleep_for
-from sandbox.rlm.state import STATUSES, RlmState, SimError, bad_parameter, iso, parse_iso
+from sandbox.common import (
+    HTML_ERROR_PAGE,
+    BadFaultRule,
+    FaultBook,
+    FaultRule,
+    fault_after,
+    fault_before,
+)
+from sandbox.rlm.state import (
+    STATUSES,
+    RlmState,
+    SimError,
+    bad_parameter,
+    iso,
+    parse_iso,
+    shifted,
+)
 
 API_BASE = "/api/v1/companies/<int:company_number>"
 DEFAULT_SETTINGS: dict[str, Any] = {
@@ -59,7 +74,7 @@ def load_settings(settings: dict[str, Any] | None) -> dict[str, Any]:
 
 def create_app(settings: dict[str, Any] | None = None) -> Flask:
     config = load_settings(settings)
-    app = Flask(__name__)
+    app = Flask(__name__, static_folder=None)  # the real APIs serve no /static
     app.json.sort_keys = False
     app.extensions["rlm_sandbox"] = Sandbox(
         settings=config,
@@ -106,7 +121,7 @@ def json_body(optional: bool = False) -> dict:
         return {}
     try:
         body = json.loads(raw)
-    except ValueError:
+    except (ValueError, RecursionError):  # RecursionError: arrays nested thousands deep
         raise SimError(400, "Invalid JSON") from None
     if not isinstance(body, dict):
         raise SimError(400, "Invalid JSON")
@@ -149,26 +164,28 @@ def _pop_company(endpoint, values):
 
 @api.before_request
 def _guard():
-    """Count, then apply faults (infrastructure fails before auth does), then auth and company."""
+    """Count, then apply faults (infrastructure fails before auth does), then auth and company.
+
+    An `after` rule is only noted here: `_fault_after_call` applies it to the call's answer.
+    """
     sandbox = _sandbox()
     sandbox.state.record_request(_pattern())
     rule = sandbox.faults.pick(request.method, [request.path, _relative_path()])
-    if rule is not None:
-        answer = _apply_fault(rule)
-        if answer is not None:
-            return answer
+    if rule is not None and rule.after:
+        g.after_fault = rule
+    elif rule is not None and (answer := fault_before(rule, sandbox.settings["timeout_hang_s"], _fault_answer)):
+        return answer
     _authenticate(sandbox.settings)
     sandbox.state.company(g.company_number)
     return None
 
 
 @api.after_request
-def _hang_if_timeout(response):
-    """A `timeout` fault lets the work happen and then holds the answer past the client's timeout."""
-    rule = g.get("hang_rule")
-    if rule is not None:
-        sleep_for(rule, _sandbox().settings["timeout_hang_s"])
-    return response
+def _fault_after_call(response: Response) -> Response:
+    rule = g.pop("after_fault", None)
+    if rule is None:
+        return response
+    return fault_after(rule, _sandbox().settings["timeout_hang_s"], _fault_answer, response)
 
 
 def _pattern() -> str:
@@ -182,25 +199,18 @@ def _relative_path() -> str:
     return request.path[len(prefix):] or "/"
 
 
-def _apply_fault(rule: FaultRule):
-    if rule.timeout:
-        g.hang_rule = rule
+def _fault_answer(rule: FaultRule) -> Response | None:
+    """RLM's answer for a rule's `status` (maybe an HTML page) or `code0` (HTTP 200 + code 0)."""
+    if rule.status is None and rule.code0 is None:
         return None
-    sleep_for(rule)
-    if rule.status is not None:
-        return _fault_status(rule)
-    if rule.code0 is not None:
-        return jsonify({"code": 0, "description": rule.code0}), 200
-    return None  # latency only
-
-
-def _fault_status(rule: FaultRule):
+    if rule.status is None:
+        return current_app.make_response((jsonify({"code": 0, "description": rule.code0}), 200))
     headers = {"Retry-After": str(rule.retry_after)} if rule.retry_after is not None else {}
     if rule.html:
         body = HTML_ERROR_PAGE.format(status=rule.status)
-        return body, rule.status, {"Content-Type": "text/html; charset=utf-8", **headers}
+        return Response(body, rule.status, {"Content-Type": "text/html; charset=utf-8", **headers})
     description = rule.code0 or HTTP_STATUS_CODES.get(rule.status, "Error")
-    return jsonify({"code": 0, "description": description}), rule.status, headers
+    return current_app.make_response((jsonify({"code": 0, "description": description}), rule.status, headers))
 
 
 def _authenticate(settings: dict[str, Any]) -> None:
@@ -330,23 +340,22 @@ def set_config():
 
 @sim.get("/faults")
 def list_faults():
-    return ok(data=[_rule_json(rule) for rule in _sandbox().faults.rules])
+    return ok(data=_sandbox().faults.views())
 
 
 @sim.post("/faults")
 def add_fault():
+    """`{"seed": N}` reseeds the rules' randomness; any other body is one fault rule."""
     body = json_body()
     faults = _sandbox().faults
-    if "seed" in body:
-        faults.seed(body["seed"])
-        return ok(seed=body["seed"])
-    if not isinstance(body.get("match", {}), dict):
-        raise bad_parameter("match")
     try:
-        rule = faults.add(body)
-    except TypeError:
-        raise SimError(400, "Invalid Fault Rule") from None
-    return ok(201, rule=_rule_json(rule))
+        if "seed" in body:
+            faults.add_all([], seed=body["seed"])
+            return ok(seed=body["seed"])
+        faults.add_all([body])
+    except BadFaultRule as e:
+        raise bad_parameter(e.field) from None
+    return ok(201, rule=faults.views()[-1])
 
 
 @sim.delete("/faults")
@@ -363,20 +372,26 @@ def get_clock():
 
 @sim.post("/clock")
 def set_clock():
-    """`{"set": iso}` and/or `{"advance_s": n}`; `{"frozen": true}` stops time for exact assertions."""
+    """`{"set": iso}` and/or `{"advance_s": n}`; `{"frozen": true}` stops time for exact assertions.
+
+    All of it is checked before any of it is applied.
+    """
     body = json_body()
     clock = _sandbox().state.clock
+    start = clock.now()
     if "set" in body:
-        moment = parse_iso(body["set"]) if isinstance(body["set"], str) else None
-        if moment is None:
+        start = parse_iso(body["set"]) if isinstance(body["set"], str) else None
+        if start is None:
             raise bad_parameter("set")
+    moment = shifted(start, body.get("advance_s", 0))
+    if moment is None:
+        raise bad_parameter("advance_s")
+    if not isinstance(body.get("frozen", False), bool):
+        raise bad_parameter("frozen")
+    if "set" in body or "advance_s" in body:
         clock.set(moment)
-    if "advance_s" in body:
-        if isinstance(body["advance_s"], bool) or not isinstance(body["advance_s"], (int, float)):
-            raise bad_parameter("advance_s")
-        clock.advance(body["advance_s"])
     if "frozen" in body:
-        clock.freeze(bool(body["frozen"]))
+        clock.freeze(body["frozen"])
     _sandbox().state.tick()  # time moved: due auto-receives happen now
     return ok(now=iso(clock.now()), frozen=clock.frozen)
 
@@ -392,10 +407,5 @@ def reset():
 
 @sim.get("/stats")
 def stats():
-    rules = _sandbox().faults.rules
-    return ok(**_sandbox().state.stats(), faults_fired=sum(rule.fired for rule in rules),
-              fault_rules=[_rule_json(rule) for rule in rules])
-
-
-def _rule_json(rule: FaultRule) -> dict:
-    return {name: getattr(rule, name) for name in FaultRule.__dataclass_fields__}
+    rules = _sandbox().faults.views()
+    return ok(**_sandbox().state.stats(), faults_fired=sum(rule["fired"] for rule in rules), fault_rules=rules)

@@ -11,10 +11,11 @@ import json
 import threading
 from collections import Counter
 from dataclasses import dataclass, field
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 from decimal import Decimal, InvalidOperation
 from typing import Any
 
+from sandbox.common import is_int, is_number
 from sandbox.rlm.catalog import DIVISIONS, ITEMS, REASON_CODES, WAREHOUSES, Catalog, Sku
 
 OPEN, TRANSMITTED, PARTIALLY_RECEIVED = "OPEN", "TRANSMITTED", "PARTIALLY_RECEIVED"
@@ -32,7 +33,9 @@ CLOSE_REASONS = ("LOOP_PROCESSED", "LOOP_FLAG_RESOLVED", "EXPIRED", "CUSTOMER_KE
 SCENARIOS = ("exact", "partial", "damaged", "wrong_item", "over", "none", "remainder")
 PATCHABLE_UNTIL_TERMINAL = ("carrier", "tracking_number", "notes", "special01", "special02", "special03",
                             "special04")
+TEXT_FIELDS = ("external_source", "customer_number", "customer_po", *PATCHABLE_UNTIL_TERMINAL)
 EXPIRY_DAYS = 30
+MAX_AUTO_RECEIVE_S = 10 * 365 * 86400
 
 
 class SimError(Exception):
@@ -54,16 +57,31 @@ def line_error(line_number: Any, field_name: str, message: str) -> SimError:
 
 
 def iso(moment: datetime) -> str:
-    return moment.astimezone(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
+    return moment.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+# Sandbox time stays between these, so date arithmetic (expiry, feeds, auto-receive) never overflows.
+EARLIEST = datetime(1970, 1, 1, tzinfo=UTC)
+LATEST = datetime(9000, 1, 1, tzinfo=UTC)
+MAX_SHIFT_S = 3e11  # about 9500 years: any longer move leaves the range anyway
 
 
 def parse_iso(text: str) -> datetime | None:
-    """ISO-8601 → aware UTC datetime; naive values are taken as UTC. None if unparseable."""
+    """ISO-8601 → aware UTC datetime; naive values are taken as UTC. None if unparseable or out of range."""
     try:
         moment = datetime.fromisoformat(text)
-    except (TypeError, ValueError):
+        moment = moment.replace(tzinfo=UTC) if moment.tzinfo is None else moment.astimezone(UTC)
+    except (TypeError, ValueError, OverflowError):  # OverflowError: a zone offset past year 1 or 9999
         return None
-    return moment.replace(tzinfo=timezone.utc) if moment.tzinfo is None else moment.astimezone(timezone.utc)
+    return moment if EARLIEST <= moment <= LATEST else None
+
+
+def shifted(moment: datetime, seconds: Any) -> datetime | None:
+    """`moment` moved by `seconds`, or None if that is not a number or leaves the sandbox's years."""
+    if not is_number(seconds) or abs(seconds) >= MAX_SHIFT_S:
+        return None
+    moved = moment + timedelta(seconds=seconds)
+    return moved if EARLIEST <= moved <= LATEST else None
 
 
 def yyyymmdd(moment: datetime) -> int:
@@ -80,14 +98,14 @@ class Clock:
 
     def now(self) -> datetime:
         with self._lock:
-            moment = self._frozen_at or datetime.now(timezone.utc) + self._offset
+            moment = self._frozen_at or datetime.now(UTC) + self._offset
         return moment.replace(microsecond=0)
 
     def set(self, moment: datetime) -> None:
         with self._lock:
             if self._frozen_at is not None:
                 self._frozen_at = moment
-            self._offset = moment - datetime.now(timezone.utc)
+            self._offset = moment - datetime.now(UTC)
 
     def advance(self, seconds: float) -> None:
         with self._lock:
@@ -97,7 +115,7 @@ class Clock:
 
     def freeze(self, frozen: bool) -> None:
         with self._lock:
-            now = datetime.now(timezone.utc)
+            now = datetime.now(UTC)
             if frozen and self._frozen_at is None:
                 self._frozen_at = now + self._offset
             elif not frozen and self._frozen_at is not None:
@@ -128,11 +146,10 @@ class Company:
 
 
 def _positive_int(value: Any) -> int | None:
-    if isinstance(value, bool):
-        return None
-    if isinstance(value, str) and value.isdigit():
+    """A number RLM can store (1 to 2**63 - 1), also given as ASCII digits; else None."""
+    if isinstance(value, str) and value.isascii() and value.isdigit() and len(value) <= 19:
         value = int(value)
-    return value if isinstance(value, int) and value > 0 else None
+    return value if is_int(value) and 0 < value < 2**63 else None
 
 
 def _optional_int(body: dict, name: str) -> int | None:
@@ -145,23 +162,38 @@ def _optional_int(body: dict, name: str) -> int | None:
     return number
 
 
+def _text(body: dict, name: str) -> str | None:
+    """An optional text field: a string or null, nothing else."""
+    value = body.get(name)
+    if value is not None and not isinstance(value, str):
+        raise bad_parameter(name)
+    return value
+
+
 def _date_field(body: dict, name: str, default: int) -> int:
+    """A YYYYMMDD date, as a number or as 8 digits, within the sandbox's years."""
     value = body.get(name)
     if value is None:
         return default
+    text = str(value) if is_int(value) or isinstance(value, str) else ""
     try:
-        datetime.strptime(str(value), "%Y%m%d")
+        day = datetime.strptime(text, "%Y%m%d") if len(text) == 8 and text.isascii() and text.isdigit() else None
     except ValueError:
-        raise bad_parameter(name) from None
-    return int(value)
+        day = None
+    if day is None or not EARLIEST.year <= day.year < LATEST.year:
+        raise bad_parameter(name)
+    return int(text)
+
+
+MAX_PRICE = Decimal("1e12")
 
 
 def _price(value: Any, line_number: Any) -> str:
     try:
-        price = Decimal(str(value))
+        price = Decimal(str(value))  # str(True) is no number either
     except InvalidOperation:
         raise line_error(line_number, "unit_price", "Invalid Unit Price") from None
-    if not price.is_finite() or price < 0:
+    if not price.is_finite() or not 0 <= price < MAX_PRICE:
         raise line_error(line_number, "unit_price", "Invalid Unit Price")
     return str(price.quantize(Decimal("0.01")))
 
@@ -240,11 +272,13 @@ class RlmState:
             targets = list(self.companies.values())
             if body.get("company_number") is not None:
                 targets = [self.company(_optional_int(body, "company_number"))]
+            if not isinstance(body.get("auto_transmit_on_create", False), bool):
+                raise bad_parameter("auto_transmit_on_create")
+            auto_receive = self._auto_receive_config(body.get("auto_receive", self.auto_receive))
             if "auto_transmit_on_create" in body:
                 for company in targets:
-                    company.auto_transmit_on_create = bool(body["auto_transmit_on_create"])
-            if "auto_receive" in body:
-                self.auto_receive = self._auto_receive_config(body["auto_receive"])
+                    company.auto_transmit_on_create = body["auto_transmit_on_create"]
+            self.auto_receive = auto_receive
             return self.config()
 
     @staticmethod
@@ -254,7 +288,7 @@ class RlmState:
         if not isinstance(value, dict) or value.get("scenario") not in SCENARIOS:
             raise bad_parameter("auto_receive")
         after_s = value.get("after_s", 0)
-        if isinstance(after_s, bool) or not isinstance(after_s, (int, float)) or after_s < 0:
+        if not is_number(after_s) or not 0 <= after_s <= MAX_AUTO_RECEIVE_S:
             raise bad_parameter("auto_receive")
         return {"scenario": value["scenario"], "after_s": after_s}
 
@@ -339,7 +373,7 @@ class RlmState:
             company = self.company(number)
             if body.get("external_ref") in (None, ""):
                 raise SimError(422, "No External Reference Was Received", field="external_ref")
-            ref = str(body["external_ref"])
+            ref = _text(body, "external_ref")
             self.create_calls[(number, ref)] += 1
             if ref in company.ra_by_ref:
                 return self._view(company, company.ras[company.ra_by_ref[ref]]), False
@@ -359,18 +393,19 @@ class RlmState:
             raise SimError(422, "Invalid Division", field="division_number")
         warehouse = self._warehouse(company, _optional_int(body, "warehouse_number"))
         ship_from = self._ship_from(body.get("ship_from"))
+        text = {name: _text(body, name) for name in TEXT_FIELDS}
         lines = self._lines(body.get("lines"), division)
         ra_date = _date_field(body, "ra_date", yyyymmdd(now))
         default_expiry = datetime.strptime(str(ra_date), "%Y%m%d") + timedelta(days=EXPIRY_DAYS)
         return {
             "ra_number": company.next_ra_number,
             "external_ref": ref,
-            "external_source": body.get("external_source") or "LOOP",
+            "external_source": text["external_source"] or "LOOP",
             "division_number": division,
             "warehouse_number": warehouse,
-            "customer_number": body.get("customer_number"),
+            "customer_number": text["customer_number"],
             "store_number": _optional_int(body, "store_number"),
-            "customer_po": body.get("customer_po"),
+            "customer_po": text["customer_po"],
             "original_order_number": _optional_int(body, "original_order_number"),
             "original_invoice_number": _optional_int(body, "original_invoice_number"),
             "ra_date": ra_date,
@@ -378,12 +413,12 @@ class RlmState:
             "status": OPEN,
             "close_reason": None,
             "close_note": None,
-            "carrier": body.get("carrier"),
-            "tracking_number": body.get("tracking_number"),
+            "carrier": text["carrier"],
+            "tracking_number": text["tracking_number"],
             "ship_from": ship_from,
             "asn": None,
-            "notes": body.get("notes"),
-            **{f"special0{i}": body.get(f"special0{i}") for i in range(1, 5)},
+            "notes": text["notes"],
+            **{f"special0{i}": text[f"special0{i}"] for i in range(1, 5)},
             "created_at": iso(now),
             "updated_at": iso(now),
             "lines": lines,
@@ -407,7 +442,7 @@ class RlmState:
     def _ship_from(value: Any) -> dict | None:
         if value is None:
             return None
-        if not isinstance(value, dict):
+        if not isinstance(value, dict) or not all(v is None or isinstance(v, str) for v in value.values()):
             raise bad_parameter("ship_from")
         if len(str(value.get("state") or "")) > 2:
             raise SimError(422, "Shipping State Too Long. Max 2 Characters", field="ship_from.state")
@@ -439,17 +474,17 @@ class RlmState:
         if qty is None:
             raise line_error(n, "qty_authorized", "Invalid Quantity")
         active = {r["code"] for r in REASON_CODES if r["active"]}
-        if raw.get("reason_code") not in active:
+        if not isinstance(raw.get("reason_code"), str) or raw["reason_code"] not in active:
             raise line_error(n, "reason_code", "Invalid Reason Code")
         refs = raw.get("external_line_refs") or []
-        if not isinstance(refs, list):
+        if not isinstance(refs, list) or not all(isinstance(r, str) or is_int(r) for r in refs):
             raise line_error(n, "external_line_refs", "Invalid External Line Refs")
         line = {
             "line_number": n, "sku_number": sku.sku_number, "style_number": sku.style_number,
             "season_year": sku.season_year, "color": sku.color, "size": sku.size, "upc": sku.upc,
-            "description": raw.get("description") or sku.description, "qty_authorized": qty,
+            "description": _text(raw, "description") or sku.description, "qty_authorized": qty,
             "unit_price": _price(raw.get("unit_price", "0"), n), "reason_code": raw["reason_code"],
-            "reason_note": raw.get("reason_note"), "external_line_refs": [str(r) for r in refs],
+            "reason_note": _text(raw, "reason_note"), "external_line_refs": [str(r) for r in refs],
         }
         return line, sku
 
@@ -482,13 +517,12 @@ class RlmState:
                 raise bad_parameter(unknown[0])
             if ra["status"] in TERMINAL:
                 raise self._conflict(ra, f"Return Authorization Is {ra['status'].title()}")
+            text = {name: _text(body, name) for name in PATCHABLE_UNTIL_TERMINAL if name in body}
             if "lines" in body:
                 if ra["status"] != OPEN:
                     raise self._conflict(ra, "Return Authorization Is Not Open")
                 ra["lines"] = self._lines(body["lines"], ra["division_number"])
-            for name in PATCHABLE_UNTIL_TERMINAL:
-                if name in body:
-                    ra[name] = body[name]
+            ra.update(text)
             ra["updated_at"] = iso(self.clock.now())
             return self._view(company, ra)
 
@@ -526,8 +560,9 @@ class RlmState:
                 raise self._conflict(ra, "Return Authorization Cannot Be Closed")
             if body.get("close_reason") not in CLOSE_REASONS:
                 raise SimError(422, "Invalid Close Reason", field="close_reason")
+            note = _text(body, "note")
             ra["status"], ra["updated_at"] = CLOSED, iso(self.clock.now())
-            ra["close_reason"], ra["close_note"] = body["close_reason"], body.get("note")
+            ra["close_reason"], ra["close_note"] = body["close_reason"], note
             self._emit(company, "RA_CLOSED", ra)
             return self._view(company, ra)
 
@@ -602,7 +637,7 @@ class RlmState:
             "receipt_number": company.next_receipt_number, "ra_number": ra["ra_number"],
             "warehouse_number": ra["warehouse_number"], "asn_number": ra["asn"]["asn_number"],
             "received_at": iso(parse_iso(received_at)), "source": source,
-            "tracking_number": body.get("tracking_number", ra["tracking_number"]),
+            "tracking_number": _text(body, "tracking_number") if "tracking_number" in body else ra["tracking_number"],
             "updated_at": now, "lines": lines,
         }
         company.next_receipt_number += 1
@@ -638,14 +673,15 @@ class RlmState:
             "receipt_line_number": n, "ra_line_number": ra_line["line_number"] if ra_line else None,
             "sku_number": sku.sku_number, "style_number": sku.style_number, "color": sku.color,
             "size": sku.size, "upc": sku.upc, "qty_received": qty, "condition": condition,
-            "disposition": disposition, "unexpected": ra_line is None, "note": raw.get("note"),
+            "disposition": disposition, "unexpected": ra_line is None, "note": _text(raw, "note"),
         }
 
     @staticmethod
     def _named_ra_line(ra: dict, raw: dict, n: int) -> dict | None:
         if raw.get("ra_line_number") is None:
             return None
-        line = next((line for line in ra["lines"] if line["line_number"] == raw["ra_line_number"]), None)
+        number = raw["ra_line_number"]
+        line = next((line for line in ra["lines"] if is_int(number) and line["line_number"] == number), None)
         if line is None:
             raise line_error(n, "ra_line_number", "Invalid RA Line Number")
         return line

@@ -60,7 +60,7 @@ def test_create_then_replay_returns_the_same_ra_unchanged(rlm, rlm_sim):
 def test_a_create_that_timed_out_is_safely_resent_as_a_replay(rlm_sim):
     """The first answer hangs past the read timeout after the RA was made; the quick re-send replays it."""
     rlm = RlmClient(JsonTransport(rlm_sim.url, 90, RLM_USER, RLM_KEY, timeout=SHORT_TIMEOUT))
-    rlm_sim.fault(match={"method": "POST", "path": "/return-authorizations"}, timeout=True, times=1)
+    rlm_sim.fault(match={"method": "POST", "path": "/return-authorizations"}, timeout=True, after=True, times=1)
     ra, created = rlm.create_ra(ra_payload())
     assert not created and ra["replayed"] is True
     assert rlm_sim.get("/stats")["create_calls_per_external_ref"]["90"] == {"52393555": 2}
@@ -232,7 +232,7 @@ def test_html_503_is_retryable_and_a_read_is_resent_quickly(rlm, rlm_sim, sessio
 def test_a_hang_past_the_read_timeout_is_retryable(rlm_sim):
     rlm = RlmClient(JsonTransport(rlm_sim.url, 90, RLM_USER, RLM_KEY, timeout=SHORT_TIMEOUT))
     ra, _ = rlm.create_ra(ra_payload())
-    rlm_sim.fault(match={"path": "/return-authorizations/*/transmit"}, timeout=True, times=1)
+    rlm_sim.fault(match={"path": "/return-authorizations/*/transmit"}, timeout=True, after=True, times=1)
     with pytest.raises(RetryableError, match="ReadTimeout"):
         rlm.transmit(ra["ra_number"])
     assert SHORT_TIMEOUT[1] < HANG_S

@@ -526,13 +526,24 @@ def test_fault_latency_and_probability(api):
     assert api.get("/warehouses").status_code == 200
 
 
-def test_fault_timeout_does_the_work_then_hangs(api):
-    api.sim("/faults", {"match": {"method": "POST", "path": "/return-authorizations"}, "timeout": True, "times": 1})
+def test_fault_timeout_after_does_the_work_then_hangs(api):
+    api.sim("/faults", {"match": {"method": "POST", "path": "/return-authorizations"}, "timeout": True,
+                        "after": True, "times": 1})
     started = time.monotonic()
     assert api.post("/return-authorizations", ra_body()).status_code == 201
     assert time.monotonic() - started >= HANG_S
     retry = api.post("/return-authorizations", ra_body())
     assert retry.status_code == 200 and retry.json["replayed"] is True
+
+
+def test_fault_timeout_before_hangs_and_does_nothing(api):
+    api.sim("/faults", {"match": {"method": "POST", "path": "/return-authorizations"}, "timeout": True, "times": 1})
+    started = time.monotonic()
+    response = api.post("/return-authorizations", ra_body())
+    assert response.status_code == 504 and response.json["code"] == 0
+    assert time.monotonic() - started >= HANG_S
+    assert api.sim("/stats", method="get").json["ras"] == 0
+    assert api.post("/return-authorizations", ra_body()).status_code == 201
 
 
 def test_clock_set_advance_and_freeze(api):
@@ -612,7 +623,8 @@ def test_concurrent_creates_over_http_make_one_ra(server):
 
 def test_timeout_fault_over_http_times_out_client_but_commits(server):
     requests.post(f"{server.url}/_sim/faults", timeout=5,
-                  json={"match": {"method": "POST", "path": "/return-authorizations"}, "timeout": True, "times": 1})
+                  json={"match": {"method": "POST", "path": "/return-authorizations"}, "timeout": True,
+                        "after": True, "times": 1})
     url = f"{server.url}{BASE}/return-authorizations"
     with pytest.raises(requests.Timeout):
         requests.post(url, json=ra_body("loop-2"), auth=("demo", "demo-rlm-key"), timeout=0.1)
