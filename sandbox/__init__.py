@@ -1,1 +1,1 @@
-"""Local fakes of Loop Returns and RLM, faithful to ../shared/spec (quirks included)."""
+"""Local fakes of Loop Returns and RLM, faithful to the contracts in docs/ (quirks included)."""

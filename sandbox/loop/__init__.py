@@ -1,4 +1,4 @@
-"""Local, in-memory fake of Loop Returns' API and webhook sender (shared/spec/loop-api.md, quirks included)."""
+"""Local, in-memory fake of Loop Returns' API and webhook sender (docs/loop-api.md, quirks included)."""
 from sandbox.loop.app import create_app
 
 __all__ = ["create_app"]

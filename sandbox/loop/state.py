@@ -1,7 +1,7 @@
 """In-memory model of Loop returns: settings, clock, records, the action state machine and the list query.
 
 No Flask here: app.py turns HTTP requests into calls on `ReturnStore`; webhooks.py sends what the store emits.
-Section numbers (§) refer to shared/spec/loop-api.md.
+Section numbers (§) refer to docs/loop-api.md.
 """
 from __future__ import annotations
 

@@ -149,7 +149,7 @@ def test_outcome_checks_start_at_the_settle_time_then_double_up_to_the_cap(harne
 
 def test_no_outcome_within_the_window_parks_at_the_loop_step_and_retry_sends_once_more(harness_for):
     h = harness_for()
-    loop_config(h, process_delay_s=10 ** 6)  # the call is queued in Loop but never finishes
+    loop_config(h, process_delay_s=86400)  # the call is queued in Loop but never finishes
     loop_id, rid = decided(h)
     run(h, "act_in_loop", rid)
     assert accepted(h, loop_id) == 1
@@ -177,7 +177,7 @@ def test_no_outcome_within_the_window_parks_at_the_loop_step_and_retry_sends_onc
 
 def test_a_return_parked_for_an_unknown_outcome_moves_on_when_loop_shows_it_processed(harness_for):
     h = harness_for()
-    loop_config(h, process_delay_s=10 ** 6)
+    loop_config(h, process_delay_s=86400)
     loop_id, rid = decided(h)
     run(h, "act_in_loop", rid)
     later(h, h.ctx.settings.loop_outcome_window_s + 1)

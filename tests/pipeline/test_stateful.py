@@ -63,7 +63,7 @@ def machine_for(loop_server, rlm_server, new_database):
             for url in (loop_url, rlm_url):
                 requests.post(f"{url}/_sim/reset", timeout=5).raise_for_status()
             # Loop's processing queue never finishes on its own: the machine decides when.
-            requests.post(f"{loop_url}/_sim/config", json={"process_delay_s": 10 ** 6}, timeout=5)
+            requests.post(f"{loop_url}/_sim/config", json={"process_delay_s": 86400}, timeout=5)
             self.outbox: list[bytes] = []  # every webhook Loop emitted, in its wire form
             loop_sb.store._emit = lambda trigger, payload: self.outbox.append(encode(payload))
             url = new_database()
