@@ -1,14 +1,24 @@
 """`make chaos`: many returns through the real stack while things break, then the figures.
 
-Injected, at random from a printed seed: RLM 5xx (some as HTML pages), hangs past the client's
-read timeout and `code: 0` refusals; Loop 429s and 5xx; every webhook delivered three times and
-some `return.updated` before their `return.created`; Celery pool processes killed with SIGKILL
-mid-task and a whole worker killed; the broker stopped and restarted (append-only file on);
-the receiver restarted. Then it checks that every return reached its expected end state, with
-exactly one RMA in RLM and at most one Loop action (exactly one where one is expected), and
-that nothing is stuck in the inbox; and, from the sandboxes' own ledgers rather than our
-database, the calls Loop accepted per return and the RAs RLM holds per return. On SQLite or,
-with `database="postgres"`, on a throwaway PostgreSQL cluster.
+Injected, at random from a printed seed:
+- RLM: 5xx (some as HTML pages), hangs past the client's read timeout and `code: 0` refusals
+  before anything is applied; RA create / transmit / close / cancel applied and then the answer
+  lost (the connection dropped mid-answer, or held past the read timeout).
+- Loop: 429s and 5xx before anything is applied; process / remove / flag / close / note applied
+  and then the answer lost the same two ways; a processing queue taking seconds to minutes
+  (longer than the settle time); some returns' processing failing twice in a row, the second
+  failure webhook byte-for-byte the first; some webhook deliveries held back for minutes while
+  later ones go out; every webhook delivered three times and some `return.updated` before
+  their `return.created`.
+- The stack: Celery pool processes killed with SIGKILL mid-task and a whole worker killed; the
+  broker stopped and restarted (append-only file on); the receiver restarted.
+
+Then it checks, from the sandboxes' own ledgers rather than our database: Loop process / remove
+calls accepted per return at most one per processing attempt (exactly one successful one where
+the return should be processed), flags likewise, and exactly one RA per return in RLM; and that
+every return reached its expected end state, that every return is finished or parked with a
+reason, that nothing is stuck in the inbox, and that no return ever sat past the deadline of
+what it was waiting for. On SQLite or, with `database="postgres"`, a throwaway PostgreSQL.
 """
 from __future__ import annotations
 
@@ -20,12 +30,14 @@ import tempfile
 import threading
 import time
 from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import requests
-from sqlalchemy import text
+from sqlalchemy import func, select, text
 
 from integration.db import get_engine
+from integration.models import Return
 
 from .demo import Demo, Scenario, demo_env, ras_for
 from .processes import Stack
@@ -41,9 +53,26 @@ CHAOS_SCENARIOS = [
     Scenario("processed_by_person_in_loop", "by_person", loop_admin="closed"),
     Scenario("exact_shuffled_webhooks", "processed", ("exact",), webhooks="shuffled"),
 ]
-# Env for the stack under chaos: short client timeouts so injected hangs cost seconds.
+# Env for the stack under chaos: short client timeouts so injected hangs cost seconds, and
+# Loop's outcome read every few seconds (the window is set per run, longer than Loop's slowest
+# processing, as production's six hours are).
 CHAOS_ENV = {"RLM_READ_TIMEOUT_S": "2", "LOOP_READ_TIMEOUT_S": "5", "STUCK_AFTER_S": "20",
-             "MAX_EVENT_ATTEMPTS": "30"}
+             "MAX_EVENT_ATTEMPTS": "30", "LOOP_OUTCOME_CHECK_MAX_S": "20"}
+
+
+@dataclass(frozen=True)
+class Hostility:
+    """How slow Loop's processing queue is, and so how long we wait for its outcome."""
+
+    processing_max_s: float = 180.0  # a few minutes, far beyond the settle time
+    outcome_window_s: float = 300.0  # must exceed the slowest processing, as in production
+
+    def loop_config(self, seed: int) -> dict:
+        return {"seed": seed, "duplicate_deliveries": 3,
+                "process_delay_s": {"min_s": 2, "median_s": self.processing_max_s / 8,
+                                    "max_s": self.processing_max_s},
+                "processing_failure_rate": 0.04, "processing_failure_repeat": 2,
+                "webhook_delay": {"probability": 0.05, "min_s": 20, "max_s": self.processing_max_s}}
 
 
 # Loop calls that process a return: `remove` takes units off and processes the rest.
@@ -66,7 +95,9 @@ class Figures:
     ledger_flag_wrong: list[str] = field(default_factory=list)
     ledger_ras_not_one: list[str] = field(default_factory=list)
     not_settled: list[str] = field(default_factory=list)
+    past_deadline: int = 0  # the most returns seen at once waiting past their own deadline
     parked_then_retried: int = 0
+    processing_failures: int = 0
     faults: dict = field(default_factory=dict)
     disruptions: list[str] = field(default_factory=list)
     elapsed_s: float = 0.0
@@ -81,6 +112,7 @@ class Figures:
                 and not self.loop_actions_wrong and self.stuck_events == 0
                 and not self.ledger_processing_wrong and not self.ledger_flag_wrong
                 and not self.ledger_ras_not_one and not self.not_settled
+                and self.past_deadline == 0
                 and self.rlm_fault_share >= 0.10 and len(self.disruptions) >= 5)
 
     def lines(self) -> list[str]:
@@ -96,41 +128,53 @@ class Figures:
             f"returns with a wrong Loop action count {len(self.loop_actions_wrong)} (must be 0)",
             f"events stuck in the inbox              {self.stuck_events} (must be 0)",
             f"Loop ledger: process+remove accepted   {len(self.ledger_processing_wrong)} (must be 0)"
-            f"  returns with more than 1, or not 1 where processed is expected",
+            f"  returns with more than 1 per processing attempt, or none that succeeded where"
+            f" processed is expected",
             f"Loop ledger: flag accepted             {len(self.ledger_flag_wrong)} (must be 0)"
             f"  returns with more than 1, or not 1 where flagged is expected",
             f"RLM ledger: RAs per return             {len(self.ledger_ras_not_one)} (must be 0)"
             f"  returns without exactly one",
             f"not terminal, nor parked with a reason {len(self.not_settled)} (must be 0)",
-            f"parked by injected refusals, retried   {self.parked_then_retried}",
+            f"waiting past their own deadline        {self.past_deadline} (must be 0)",
+            f"parked, retried by the operator        {self.parked_then_retried}",
+            f"Loop processing failures (webhooks)    {self.processing_failures}",
             f"RLM calls answered with a fault        {self.faults.get('rlm', 0)} of {self.faults.get('rlm_calls', 0)}"
             f" ({self.rlm_fault_share:.0%}, must be at least 10%)",
-            f"Loop calls answered 429 or 5xx         {self.faults.get('loop', 0)}",
+            f"Loop calls faulted (before or after)   {self.faults.get('loop', 0)}",
             f"disruptions                            {', '.join(self.disruptions)}",
             f"time taken                             {self.elapsed_s:.1f} s",
         ]
 
 
-def inject_faults(stack: Stack, rng: random.Random) -> None:
-    """Probabilistic fault rules in both sandboxes, seeded from the run's seed."""
+def inject_faults(stack: Stack, rng: random.Random, hostility: Hostility) -> None:
+    """Probabilistic fault rules in both sandboxes, seeded from the run's seed. Each faults a
+    call either before it is applied (nothing happened) or after (it happened, the answer is
+    lost): the two look the same to the caller."""
+    ra, ra_action = "/return-authorizations", "/return-authorizations/*"
     rlm = [
-        {"match": {"path": "/return-authorizations*"}, "status": 503, "html": True, "probability": 0.1},
+        {"match": {"path": f"{ra}*"}, "status": 503, "html": True, "probability": 0.08},
         {"match": {"path": "/receipts*"}, "status": 502, "probability": 0.12},
         {"match": {"path": "/items*"}, "status": 500, "probability": 0.1},
-        {"match": {"method": "POST", "path": "/return-authorizations/*"}, "timeout": True, "after": True,
-         "probability": 0.05},
-        {"match": {"method": "POST", "path": "/return-authorizations"}, "code0": "Invalid Warehouse",
-         "probability": 0.03},
+        {"match": {"method": "POST", "path": ra_action}, "timeout": True, "after": True, "probability": 0.04},
+        {"match": {"method": "POST", "path": ra_action}, "drop": True, "after": True, "probability": 0.04},
+        {"match": {"method": "POST", "path": ra_action}, "timeout": True, "probability": 0.02},
+        {"match": {"method": "POST", "path": ra}, "drop": True, "after": True, "probability": 0.04},
+        {"match": {"method": "POST", "path": ra}, "code0": "Invalid Warehouse", "probability": 0.03},
     ]
     requests.post(f"{stack.url('rlm')}/_sim/faults", json={"seed": rng.randrange(1 << 30)}, timeout=5)
     for rule in rlm:
         requests.post(f"{stack.url('rlm')}/_sim/faults", json=rule, timeout=5).raise_for_status()
+    action = "/warehouse/return/*/"
     loop = [{"match": {"path": "/warehouse/*"}, "status": 429, "retry_after": 1, "probability": 0.06},
-            {"match": {"path": "/warehouse/*"}, "status": 503, "probability": 0.04}]
+            {"match": {"path": "/warehouse/*"}, "status": 503, "probability": 0.03}]
+    for what in ("process", "remove", "flag", "close", "note"):
+        match = {"method": "POST", "path": action + what}
+        loop += [{"match": match, "after": True, "drop": True, "probability": 0.05},
+                 {"match": match, "after": True, "timeout": True, "probability": 0.03}]
     requests.post(f"{stack.url('loop')}/_sim/faults", json={"rules": loop, "seed": rng.randrange(1 << 30)},
                   timeout=5).raise_for_status()
     requests.post(f"{stack.url('loop')}/_sim/config", timeout=5,
-                  json={"duplicate_deliveries": 3}).raise_for_status()
+                  json=hostility.loop_config(rng.randrange(1 << 30))).raise_for_status()
 
 
 def clear_faults(stack: Stack) -> dict:
@@ -140,7 +184,9 @@ def clear_faults(stack: Stack) -> dict:
     loop = requests.post(f"{stack.url('loop')}/_sim/faults", json={"rules": []}, timeout=5).json()
     requests.delete(f"{stack.url('rlm')}/_sim/faults", timeout=5)
     requests.delete(f"{stack.url('loop')}/_sim/faults", timeout=5)
-    requests.post(f"{stack.url('loop')}/_sim/config", json={"duplicate_deliveries": 1}, timeout=5)
+    # Loop's queue stays as slow, and failures as likely, while the operator retries.
+    requests.post(f"{stack.url('loop')}/_sim/config", json={"duplicate_deliveries": 1, "webhook_delay": None},
+                  timeout=5)
     return {"rlm": rlm.get("faults_fired", 0), "rlm_calls": sum(rlm.get("requests", {}).values()),
             "loop": sum(r.get("fired", 0) for r in loop.get("rules", []))}
 
@@ -173,13 +219,16 @@ def disrupt(stack: Stack, rng: random.Random, log: list[str], done: threading.Ev
 
 
 def retry_parked(stack: Stack, demo: Demo, tracked) -> int:
-    """Play the operator: retry returns parked by an injected refusal, now that RLM behaves."""
+    """Play the operator: retry returns parked by an injected refusal, a processing failure or
+    an unknown outcome, after looking in Loop that nothing is still being processed for them
+    (as docs/operations.md asks)."""
     from integration.context import Context
     from integration.db import session_factory
     from integration.maintenance import retry_return
     from integration.merchants import load_merchants
     from integration.settings import load_settings
-    from workers.names import STEP_TASK_NAMES, publisher as make_publisher
+    from workers.names import STEP_TASK_NAMES
+    from workers.names import publisher as make_publisher
 
     publisher = make_publisher(stack.redis_url)
     ctx = Context(settings=load_settings(), merchants=load_merchants(),
@@ -188,15 +237,19 @@ def retry_parked(stack: Stack, demo: Demo, tracked) -> int:
     retried = 0
     for t in tracked:
         demo.refresh(t)
-        if t.state == "needs_attention" and t.scenario.expected != "needs_attention":
-            retry_return(ctx, "demo", t.loop_id)
-            demo.refresh(t)  # no longer settled: the driver follows it again
-            retried += 1
+        if t.state != "needs_attention" or t.scenario.expected == "needs_attention":
+            continue
+        loop = requests.get(f"{stack.url('loop')}/_sim/returns/{t.loop_id}", timeout=10).json()
+        if loop.get("processing_pending"):
+            continue  # Loop is still working on it: look again later
+        retry_return(ctx, "demo", t.loop_id)
+        demo.refresh(t)  # no longer settled: the driver follows it again
+        retried += 1
     return retried
 
 
 def run_chaos(count: int = 500, seed: int = 1, workdir: str | None = None, out=sys.stdout,
-              database: str = "sqlite") -> Figures:
+              database: str = "sqlite", hostility: Hostility = Hostility()) -> Figures:
     started = time.monotonic()
     rng = random.Random(seed)
     fig = Figures(seed=seed, returns=count)
@@ -205,18 +258,22 @@ def run_chaos(count: int = 500, seed: int = 1, workdir: str | None = None, out=s
     # Faults slow everything down, this driver included: the warehouse's second parcel needs a
     # longer grace period, more so in a large batch.
     grace = max(30.0, 0.15 * count)
-    env = {**demo_env(count), **CHAOS_ENV, "RMA_EXPIRY_DAYS": "30", "PARTIAL_GRACE_S": str(grace)}
+    env = {**demo_env(count), **CHAOS_ENV, "RMA_EXPIRY_DAYS": "30", "PARTIAL_GRACE_S": str(grace),
+           "LOOP_OUTCOME_WINDOW_S": str(hostility.outcome_window_s)}
     with Stack(base, workers=2, extra_env=env, capture_broker=True, database=database) as stack:
         fig.database = stack.database_label()
         print(f"chaos: database {fig.database}", file=out, flush=True)
         sampled = threading.Event()
-        sampler = threading.Thread(target=_sample_connections, args=(stack, fig, sampled), daemon=True)
-        sampler.start()
+        samplers = [threading.Thread(target=fn, args=(stack, fig, sampled), daemon=True)
+                    for fn in (_sample_connections, _sample_deadlines)]
+        for sampler in samplers:
+            sampler.start()
         try:
-            _drive_under_chaos(stack, rng, fig, count, out)
+            _drive_under_chaos(stack, rng, fig, count, out, hostility)
         finally:
             sampled.set()
-            sampler.join()
+            for sampler in samplers:
+                sampler.join()
     fig.elapsed_s = time.monotonic() - started
     for line in fig.lines():
         print(line, file=out)
@@ -231,21 +288,29 @@ def run_chaos(count: int = 500, seed: int = 1, workdir: str | None = None, out=s
     return fig
 
 
-def _drive_under_chaos(stack: Stack, rng: random.Random, fig: Figures, count: int, out) -> None:
-    inject_faults(stack, rng)
+def _drive_under_chaos(stack: Stack, rng: random.Random, fig: Figures, count: int, out,
+                       hostility: Hostility) -> None:
+    inject_faults(stack, rng, hostility)
     demo = Demo(stack, out, CHAOS_SCENARIOS)
     tracked = demo.create_all(count)
     done = threading.Event()
     chaos = threading.Thread(target=disrupt, args=(stack, rng, fig.disruptions, done), daemon=True)
     chaos.start()
-    demo.drive(tracked, timeout=240 + count * 1.2)
+    demo.drive(tracked, timeout=240 + count * 1.2 + hostility.outcome_window_s)
     done.set()
     chaos.join()
     fig.faults = clear_faults(stack)
-    fig.parked_then_retried = retry_parked(stack, demo, tracked)
-    demo.drive(tracked, timeout=120)
+    # A return whose processing fails twice needs two retries; one whose outcome stayed
+    # unknown needs the window to pass first.
+    for _ in range(4):
+        retried = retry_parked(stack, demo, tracked)
+        fig.parked_then_retried += retried
+        demo.drive(tracked, timeout=120 + hostility.outcome_window_s)
+        if not retried and all(t.state != "needs_attention" or t.scenario.expected == "needs_attention"
+                               for t in tracked):
+            break
     rows = [demo.outcome(t) for t in tracked]
-    for row, t in zip(rows, tracked):
+    for row, t in zip(rows, tracked, strict=True):
         if row["matched"]:
             fig.reached_expected += 1
         else:
@@ -272,11 +337,15 @@ def check_ledgers(stack: Stack, demo: Demo, tracked, fig: Figures) -> None:
     for t in tracked:
         calls = loop.get(t.loop_id, {})
         processing = sum(calls.get(action, 0) for action in PROCESSING_CALLS)
+        # A call Loop reported failed (return.processing.failed) may be sent again on a retry.
+        failed = calls.get("processing_failed", 0)
+        fig.processing_failures += failed
         flags = calls.get("flag", 0)
         expected = t.scenario.expected
-        if processing > 1 or (expected == "processed" and processing != 1):
+        if processing - failed > 1 or (expected == "processed" and processing - failed != 1):
             fig.ledger_processing_wrong.append(
-                f"{t.loop_id} ({t.scenario.name}): {processing} accepted, {calls.get('refused', 0)} refused")
+                f"{t.loop_id} ({t.scenario.name}): {processing} accepted, {failed} failed in "
+                f"processing, {calls.get('refused', 0)} refused")
         if flags > 1 or (expected == "flagged" and flags != 1):
             fig.ledger_flag_wrong.append(
                 f"{t.loop_id} ({t.scenario.name}): {flags} accepted, {calls.get('refused', 0)} refused")
@@ -309,10 +378,27 @@ def _sample_connections(stack: Stack, fig: Figures, done: threading.Event) -> No
     while True:
         try:
             fig.peak_db_connections = max(fig.peak_db_connections, stack.postgres.connections())
-        except Exception:  # noqa: BLE001  (a sample missed is no failure of the run)
+        except Exception:  # a sample missed is no failure of the run
             pass
         if done.wait(1.0):
             return
+
+
+def _sample_deadlines(stack: Stack, fig: Figures, done: threading.Event) -> None:
+    """Every few seconds: returns still waiting (not finished, not parked) past the deadline of
+    what they wait for. The sweeper's next run parks such a return, so allow one sweep's slack."""
+    engine = get_engine(stack.env["DATABASE_URL"])
+    slack = 2 * float(stack.env.get("SWEEP_INTERVAL_S", "60")) + 10
+    while not done.wait(5.0):
+        cutoff = datetime.now(UTC) - timedelta(seconds=slack)
+        try:
+            with engine.connect() as conn:
+                late = conn.execute(select(func.count()).select_from(Return).where(
+                    Return.wait_deadline < cutoff,
+                    Return.state.not_in(("complete", "cancelled", "needs_attention")))).scalar() or 0
+        except Exception:  # the database may be busy; the next sample counts
+            continue
+        fig.past_deadline = max(fig.past_deadline, late)
 
 
 def _ras(stack: Stack, loop_id: str) -> int:

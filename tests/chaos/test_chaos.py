@@ -5,7 +5,10 @@ import io
 
 import pytest
 
-from stack.chaos import run_chaos
+from stack.chaos import Hostility, run_chaos
+
+# Loop's queue a minute at most (the full run: three), so the outcome window fits in a test.
+SHORT = Hostility(processing_max_s=60.0, outcome_window_s=120.0)
 
 pytestmark = pytest.mark.stack
 
@@ -13,7 +16,8 @@ pytestmark = pytest.mark.stack
 @pytest.mark.parametrize("database, returns, seed", [("sqlite", 100, 7), ("postgres", 100, 7)])
 def test_nothing_lost_nothing_done_twice_under_chaos(tmp_path, database, returns, seed):
     out = io.StringIO()
-    fig = run_chaos(count=returns, seed=seed, workdir=str(tmp_path / "chaos"), out=out, database=database)
+    fig = run_chaos(count=returns, seed=seed, workdir=str(tmp_path / "chaos"), out=out, database=database,
+                    hostility=SHORT)
     report = out.getvalue()
     print(report)  # shown with -s, or on a failure
     assert fig.database.startswith(database), report
@@ -27,6 +31,7 @@ def test_nothing_lost_nothing_done_twice_under_chaos(tmp_path, database, returns
     assert fig.ledger_flag_wrong == [], report
     assert fig.ledger_ras_not_one == [], report
     assert fig.not_settled == [], report
+    assert fig.past_deadline == 0, report
     assert fig.rlm_fault_share >= 0.10, report
     assert len(fig.disruptions) >= 5, report
     assert any("broker restarted" in d for d in fig.disruptions)

@@ -4,8 +4,10 @@ processing failures whose webhooks are byte-for-byte the same, lost decide messa
 refusal messages on PostgreSQL, and two merchants on one RLM company."""
 from __future__ import annotations
 
+import itertools
 from dataclasses import replace
 from datetime import timedelta
+
 import pytest
 import requests
 
@@ -20,7 +22,7 @@ from sandbox.loop import create_app as loop_app
 from tests.conftest import wire
 
 from .conftest import Harness, later
-from .test_paths import settle_loop, to_transmitted
+from .test_paths import to_transmitted
 
 PROCESS = {"method": "POST", "path": "/warehouse/return/*/process"}
 
@@ -143,7 +145,7 @@ def test_outcome_checks_start_at_the_settle_time_then_double_up_to_the_cap(harne
         gaps.append((nxt - now).total_seconds())
         now = nxt
     assert gaps[0] == settle and gaps[1] == settle and gaps[2] == 2 * settle
-    assert all(b >= a for a, b in zip(gaps, gaps[1:], strict=False)) and max(gaps) == cap
+    assert all(b >= a for a, b in itertools.pairwise(gaps)) and max(gaps) == cap
 
 
 def test_no_outcome_within_the_window_parks_at_the_loop_step_and_retry_sends_once_more(harness_for):
