@@ -71,7 +71,7 @@ class Hostility:
         return {"seed": seed, "duplicate_deliveries": 3,
                 "process_delay_s": {"min_s": 2, "median_s": self.processing_max_s / 8,
                                     "max_s": self.processing_max_s},
-                "processing_failure_rate": 0.04, "processing_failure_repeat": 2,
+                "processing_failure_rate": 0.06, "processing_failure_repeat": 2,
                 "webhook_delay": {"probability": 0.05, "min_s": 20, "max_s": self.processing_max_s}}
 
 
