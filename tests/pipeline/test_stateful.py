@@ -33,8 +33,8 @@ from integration import lifecycle as lc
 from integration import pipeline
 from integration.context import Context
 from integration.db import get_engine, session_factory
-from integration.errors import RetryableError
-from integration.maintenance import retry_return, sweep
+from integration.errors import RetryableError, UpstreamError
+from integration.maintenance import reconcile_loop, retry_return, sweep
 from integration.mapping import rma_ref
 from integration.merchants import demo_merchant_config, parse_merchants
 from integration.models import Return, create_all, utcnow
@@ -43,8 +43,9 @@ from integration.signature import sign
 from sandbox.loop.webhooks import encode
 
 SECRET = "stateful-secret"
-SCENARIOS = ("exact", "partial", "remainder", "damaged", "over")
-PERSON_STATES = ("closed", "review", "cancelled")
+# Weighted by repetition: most parcels arrive whole, most days nobody touches a return in Loop.
+SCENARIOS = ("exact", "exact", "exact", "partial", "remainder", "damaged", "over")
+PERSON_STATES = ("closed", "review", "cancelled", None, None, None, None, None)
 MAX_ATTEMPTS = 4  # how often one message is retried before it counts as given up (a park)
 
 
@@ -122,7 +123,8 @@ def machine_for(loop_server, rlm_server, new_database):
         @rule(data=st.data(), state=st.sampled_from(PERSON_STATES))
         def a_person_acts_in_loop(self, data, state):
             loop_id = data.draw(st.sampled_from(self.loop_ids))
-            requests.post(f"{loop_url}/_sim/returns/{loop_id}/state", json={"state": state}, timeout=5)
+            if state is not None:
+                requests.post(f"{loop_url}/_sim/returns/{loop_id}/state", json={"state": state}, timeout=5)
 
         @precondition(lambda self: self._pending())
         @rule(data=st.data(), fails=st.booleans())
@@ -172,8 +174,7 @@ def machine_for(loop_server, rlm_server, new_database):
         @rule(minutes=st.sampled_from([1, 5, 30, 120, 600, 3000]))
         def time_passes_and_the_beat_runs(self, minutes):
             self.offset += minutes * 60
-            pipeline.poll_receipts(self.ctx, "demo")
-            sweep(self.ctx)
+            self._beat()
 
         @precondition(lambda self: self._parked())
         @rule(data=st.data())
@@ -219,6 +220,16 @@ def machine_for(loop_server, rlm_server, new_database):
                 else:
                     self.queue.append([step, target, attempts + 1])
 
+        def _beat(self) -> None:
+            """The periodic jobs: receipt poll, sweeper, and the Loop returns pull (which finds
+            returns whose webhooks all failed or never came)."""
+            for job in (lambda: pipeline.poll_receipts(self.ctx, "demo"), lambda: sweep(self.ctx),
+                        lambda: reconcile_loop(self.ctx, "demo")):
+                try:
+                    job()
+                except UpstreamError:
+                    pass  # an injected fault: the job runs again at the next beat
+
         def _loop_record(self, loop_id: str) -> dict:
             return loop_sb.store.internal(int(loop_id)) or {}
 
@@ -230,9 +241,14 @@ def machine_for(loop_server, rlm_server, new_database):
             return rlm_sb.state.stats()["ras_per_external_ref"].get("90", {})
 
         def _finish_processing(self, loop_id: str, fails: bool) -> None:
+            """Loop's queue runs the oldest job waiting for this return, through the sandbox's
+            own processing (refund, state, webhooks), now rather than on its timer."""
             requests.post(f"{loop_url}/_sim/config", json={"processing_fails": [int(loop_id)] if fails else False},
                           timeout=5)
-            loop_sb.store._finish_processing(int(loop_id), loop_sb.store._generation)
+            store = loop_sb.store
+            jobs = store._returns[int(loop_id)].processing_jobs
+            index = next(i for i, job in enumerate(jobs) if job["outcome"] == "pending")
+            store._finish_processing(int(loop_id), index, store._generation)
 
         def _returns(self) -> list[Return]:
             with self.ctx.sessions() as s:
@@ -265,8 +281,7 @@ def machine_for(loop_server, rlm_server, new_database):
                 if not self.queue and not self._pending() and self._all_settled():
                     break
                 self.offset += hours * 3600
-                pipeline.poll_receipts(self.ctx, "demo")
-                sweep(self.ctx)
+                self._beat()
             self.one_process_call_per_processing_attempt()
             self.at_most_one_ra_per_return()
             known = {r.loop_return_id: r for r in self._returns()}
