@@ -68,8 +68,11 @@ def sweep(ctx: Context, batch: int = 500) -> dict[str, int]:
                 counts["due"] += 1
         # Receipts stored after the last decision looked: its decide message was lost (a worker
         # killed while holding it, or the broker restarted before writing it to disk). Decide
-        # now, whatever the receiving state, rather than at the end of a grace period.
+        # now, whatever the receiving state, rather than at the end of a grace period. (Receipts
+        # younger than one sweep most likely have their decide message still in the queue.)
+        settled = now - timedelta(seconds=ctx.settings.sweep_interval_s)
         newer = exists().where(Receipt.merchant == Return.merchant, Receipt.ra_number == Return.rma_number,
+                               Receipt.stored_at < settled,
                                or_(Return.receipts_seen_at.is_(None),
                                    Receipt.stored_at > Return.receipts_seen_at))
         for ret in s.scalars(select(Return).where(Return.state.in_(lc.WAITING_FOR_GOODS), newer)

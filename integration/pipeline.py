@@ -582,7 +582,7 @@ _ACTION_TEXT = {
     rules.FLAG: "flagged in Loop with a note",
     rules.CLOSE: "closed in Loop (expired)",
 }
-_UNCLEAR_TEXT = ("sent to Loop, answer lost: not sent again; waiting for Loop to show the outcome")
+_UNCLEAR_TEXT = "sent to Loop, answer lost: not sent again; waiting for Loop to show the outcome"
 
 
 def settle_s(ctx: Context) -> float:
