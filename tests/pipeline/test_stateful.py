@@ -70,8 +70,10 @@ def machine_for(loop_server, rlm_server, new_database):
             super().__init__()
             for url in (loop_url, rlm_url):
                 requests.post(f"{url}/_sim/reset", timeout=5).raise_for_status()
-            # Loop's processing queue never finishes on its own: the machine decides when.
-            requests.post(f"{loop_url}/_sim/config", json={"process_delay_s": 86400}, timeout=5)
+            # Loop's processing queue never finishes on its own: the machine decides when. Its
+            # rate limit counts real seconds, which would make examples differ between runs: off.
+            requests.post(f"{loop_url}/_sim/config", timeout=5,
+                          json={"process_delay_s": 86400, "rate_limit_per_minute": 1_000_000})
             self.outbox: list[bytes] = []  # every webhook Loop emitted, in its wire form
             loop_sb.store._emit = lambda trigger, payload: self.outbox.append(encode(payload))
             url = new_database()
@@ -259,7 +261,9 @@ def machine_for(loop_server, rlm_server, new_database):
             return [r.rma_number for r in self._returns() if r.rma_number and r.state in lc.WAITING_FOR_GOODS]
 
         def _all_settled(self) -> bool:
-            return all(r.state in lc.TERMINAL or r.state == lc.NEEDS_ATTENTION for r in self._returns())
+            known = self._returns()
+            return len(known) == len(self.loop_ids) and all(
+                r.state in lc.TERMINAL or r.state == lc.NEEDS_ATTENTION for r in known)
 
         def _parked(self) -> list[str]:
             return [r.loop_return_id for r in self._returns() if r.state == lc.NEEDS_ATTENTION]
@@ -278,10 +282,10 @@ def machine_for(loop_server, rlm_server, new_database):
                     if not self.queue:
                         break
                     self._run(self.queue.pop(0))
-                if not self.queue and not self._pending() and self._all_settled():
-                    break
                 self.offset += hours * 3600
                 self._beat()
+                if not self.queue and not self._pending() and self._all_settled():
+                    break
             self.one_process_call_per_processing_attempt()
             self.at_most_one_ra_per_return()
             known = {r.loop_return_id: r for r in self._returns()}
