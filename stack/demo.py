@@ -68,6 +68,18 @@ NEXT_PARCEL_AFTER_S = 5.0  # well inside the shortest grace period the demo and 
 RLM_COMPANY = "90"
 
 
+def _without_failed(actions: list[str], failed: int) -> list[str]:
+    """Loop's accepted actions less the process calls its processing then failed (Loop reported
+    `return.processing.failed`): after one, a retry rightly sends process again."""
+    kept = []
+    for action in actions:
+        if action == "process" and failed:
+            failed -= 1
+            continue
+        kept.append(action)
+    return kept
+
+
 def ras_for(rlm_stats: dict, loop_id: str, company: str = RLM_COMPANY) -> int:
     """RAs in the RLM sandbox for one Loop return, from its ledger (`GET /_sim/stats`).
 
@@ -251,7 +263,8 @@ class Demo:
         loop = self.http.get(f"{self.stack.url('loop')}/_sim/returns/{t.loop_id}", timeout=10).json()
         rlm_stats = self.http.get(f"{self.stack.url('rlm')}/_sim/stats", timeout=10).json()
         ras = ras_for(rlm_stats, t.loop_id)
-        ours = [a["action"] for a in loop.get("actions", []) if a.get("ok") and a["action"] in ("process", "flag")]
+        accepted = [a["action"] for a in loop.get("actions", []) if a.get("ok") and a["action"] in ("process", "flag")]
+        ours = _without_failed(accepted, loop.get("processing_failed", 0))
         actual = self._actual(t)
         decision = t.view.get("decision") or {}
         reasons = decision.get("reasons") or []
