@@ -5,15 +5,36 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-stamp
 ARGS ?=
+# The locks: requirements.txt is what Heroku installs (the runtime dependencies and the
+# PostgreSQL driver), requirements-dev.txt is what `make install` installs (those plus the dev
+# extra). Both pin every package with its hashes; `make lock` writes them from pyproject.toml.
+LOCKS := requirements.txt requirements-dev.txt
+PIP_COMPILE = CUSTOM_COMPILE_COMMAND="make lock" $(BIN)/pip-compile --quiet --generate-hashes --allow-unsafe --strip-extras \
+	--no-emit-index-url --no-emit-find-links
 
-.PHONY: install system-packages test demo chaos bench up clean
+.PHONY: install lock system-packages test demo chaos bench up clean
 
-$(STAMP): pyproject.toml
+# Exactly the locked packages, hashes checked; then the project itself, editable, with no
+# dependencies of its own (built with the locked setuptools: nothing unpinned is fetched).
+# `pip check` catches a lock that no longer satisfies pyproject.toml (run `make lock`).
+$(STAMP): pyproject.toml $(LOCKS)
 	$(PYTHON) -m venv $(VENV)
-	$(BIN)/python -m pip install --quiet --disable-pip-version-check -e '.[dev]'
+	$(BIN)/python -m pip install --quiet --disable-pip-version-check --require-hashes -r requirements-dev.txt
+	$(BIN)/python -m pip install --quiet --disable-pip-version-check --no-deps --no-build-isolation -e .
+	@$(BIN)/python -m pip check --disable-pip-version-check >/dev/null || { $(BIN)/python -m pip check; \
+	  echo "requirements-dev.txt does not satisfy pyproject.toml: run \`make lock\`" >&2; exit 1; }
 	touch $(STAMP)
 
 install: $(STAMP)
+
+# Re-resolve both locks from pyproject.toml: pins that still satisfy it are kept. To move to
+# newer releases: `make lock ARGS=--upgrade` (everything) or `ARGS="--upgrade-package celery"`.
+# pip-compile (pip-tools) comes from the dev lock; only the venv has to exist for it.
+lock:
+	@test -x $(BIN)/pip-compile || { $(PYTHON) -m venv $(VENV) && \
+	  $(BIN)/python -m pip install --quiet --require-hashes -r requirements-dev.txt; }
+	$(PIP_COMPILE) $(ARGS) --extra postgres -o requirements.txt pyproject.toml
+	$(PIP_COMPILE) $(ARGS) --extra postgres --extra dev -c requirements.txt -o requirements-dev.txt pyproject.toml
 
 # Debian packages the tests need, installed only when missing: Chromium renders the operator
 # pages headless; PostgreSQL runs the database tests a second time (its binaries are not on
