@@ -36,15 +36,24 @@ lock:
 	$(PIP_COMPILE) $(ARGS) --extra postgres -o requirements.txt pyproject.toml
 	$(PIP_COMPILE) $(ARGS) --extra postgres --extra dev -c requirements.txt -o requirements-dev.txt pyproject.toml
 
-# Debian packages the tests need, installed only when missing: Chromium renders the operator
-# pages headless; PostgreSQL runs the database tests a second time (its binaries are not on
-# PATH, hence the ls). CI runs as root; elsewhere sudo is asked.
-system-packages:
-	@MISSING="$$(command -v chromium >/dev/null || echo chromium) \
-	  $$(ls /usr/lib/postgresql/*/bin/pg_ctl >/dev/null 2>&1 || echo postgresql)"; \
-	[ -z "$$(echo $$MISSING)" ] || { \
-	  SUDO=$$( [ "$$(id -u)" = 0 ] || echo sudo ); \
-	  $$SUDO apt-get update -qq && DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq $$MISSING; }
+# Programs some tests need from the system: Chromium (`chromium`, `chromium-browser` or
+# `google-chrome`) renders the operator pages headless; PostgreSQL's server (`pg_ctl` on PATH or
+# in Debian's /usr/lib/postgresql/*/bin) runs the database tests a second time. tests/system.py
+# finds them and names the Debian packages of those missing; they are installed only when that
+# needs no prompt (apt-get, and root or passwordless sudo). Otherwise their tests are skipped,
+# one line each in pytest's summary, except under CI=true, where they fail.
+system-packages: $(STAMP)
+	@MISSING="$$($(BIN)/python -m tests.system)"; [ -n "$$MISSING" ] || exit 0; \
+	if ! command -v apt-get >/dev/null 2>&1; then WHY="no apt-get here"; \
+	elif [ "$$(id -u)" = 0 ]; then SUDO=""; \
+	elif sudo -n true 2>/dev/null; then SUDO="sudo -n"; \
+	else WHY="not root, and no passwordless sudo"; fi; \
+	if [ -n "$$WHY" ]; then \
+	  echo "make test: not installing $$MISSING ($$WHY): the tests that need it are skipped (failed if CI=true)"; \
+	else \
+	  echo "make test: installing Debian's $$MISSING"; \
+	  $$SUDO apt-get update -qq && DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq $$MISSING; \
+	fi
 
 # Lint and type checks of the product code come first; either one failing fails the target.
 test: $(STAMP) system-packages

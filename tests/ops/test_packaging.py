@@ -1,7 +1,7 @@
 """The package outside a checkout, and the locks it is deployed from.
 
-The wheel is built from a copy of the sources (no stale `build/` of the checkout can leak into
-it), installed into a new virtual environment, and its `rlm-loop` is run from an empty
+The wheel is built from a copy of the sources pyproject.toml names (no stale `build/` of the
+checkout can leak into it), installed into a new virtual environment, and its `rlm-loop` is run from an empty
 directory. To stay offline and fast, that environment sees the dependencies already installed
 in the project's `.venv` through a `.pth` path entry, which adds the directory to sys.path but
 not the editable install's finder: the package itself comes from the wheel alone, and pip
@@ -15,6 +15,7 @@ import shutil
 import subprocess
 import sys
 import sysconfig
+import tomllib
 from pathlib import Path
 
 import pytest
@@ -23,8 +24,20 @@ from packaging.requirements import Requirement
 from stack.schema import MIGRATIONS, alembic_config
 
 ROOT = Path(__file__).resolve().parents[2]
-NOT_SOURCES = shutil.ignore_patterns(".git", ".venv", "var", "build", "dist", "*.egg-info", "__pycache__",
-                                     ".pytest_cache", ".hypothesis", "test-artifacts", "tests", "bench")
+PYPROJECT = tomllib.loads((ROOT / "pyproject.toml").read_text())
+
+
+def copy_sources(to: Path) -> None:
+    """What the build reads, as pyproject.toml names it: packages, modules, readme."""
+    setuptools = PYPROJECT["tool"]["setuptools"]
+    to.mkdir()
+    for name in ("pyproject.toml", PYPROJECT["project"]["readme"],
+                 *(f"{module}.py" for module in setuptools["py-modules"])):
+        shutil.copy2(ROOT / name, to / name)
+    for pattern in setuptools["packages"]["find"]["include"]:
+        for package in ROOT.glob(pattern.rstrip("*")):
+            shutil.copytree(package, to / package.name,
+                            ignore=shutil.ignore_patterns("__pycache__", "*.pyc"))
 
 
 def run(*args, **kwargs) -> subprocess.CompletedProcess:
@@ -36,7 +49,7 @@ def installed(tmp_path_factory) -> Path:
     """A new virtual environment with the built wheel installed; its bin directory."""
     base = tmp_path_factory.mktemp("wheel")
     source = base / "source"
-    shutil.copytree(ROOT, source, ignore=NOT_SOURCES)
+    copy_sources(source)
     built = run(sys.executable, "-m", "pip", "wheel", "--quiet", "--no-deps", "--no-build-isolation",
                 "--wheel-dir", base / "dist", source)
     assert built.returncode == 0, built.stderr
@@ -136,9 +149,7 @@ def pins(lock: str) -> dict[str, str]:
 
 
 def declared(*extras: str) -> list[Requirement]:
-    import tomllib
-
-    project = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]
+    project = PYPROJECT["project"]
     found = [Requirement(r) for r in project["dependencies"]]
     for extra in extras:
         found += [Requirement(r) for r in project["optional-dependencies"][extra]]
