@@ -1,8 +1,8 @@
 """The package outside a checkout, and the locks it is deployed from.
 
 The wheel is built from a copy of the sources pyproject.toml names (no stale `build/` of the
-checkout can leak into it), installed into a new virtual environment, and its `rlm-loop` is run from an empty
-directory. To stay offline and fast, that environment sees the dependencies already installed
+checkout can leak into it), installed into a new virtual environment, and its `rlm-loop` is run
+from an empty directory. To stay offline and fast, that environment sees the dependencies already installed
 in the project's `.venv` through a `.pth` path entry, which adds the directory to sys.path but
 not the editable install's finder: the package itself comes from the wheel alone, and pip
 installs it with `--no-index`, so the wheel's declared dependencies must all be satisfied.
@@ -19,8 +19,11 @@ import tomllib
 from pathlib import Path
 
 import pytest
+from alembic.config import Config
+from alembic.script import ScriptDirectory
 from packaging.requirements import Requirement
 
+from integration.embedded_redis import free_port
 from stack.schema import MIGRATIONS, alembic_config
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -78,6 +81,8 @@ def rlm_loop(bin_dir: Path, cwd: Path, *args: str) -> subprocess.CompletedProces
            if not k.startswith(("DATABASE_", "REDIS_", "MERCHANTS_", "LOOP_", "RLM_", "PYTHON"))
            and k not in ("DATA_DIR", "APP_ENV", "ADMIN_TOKEN")}
     env["DATABASE_URL"] = f"sqlite:///{cwd / 'service.db'}"
+    nobody = f"http://127.0.0.1:{free_port()}"  # Loop and RLM: nothing listens (whatever `make up` runs)
+    env.update(LOOP_BASE_URL=nobody, RLM_BASE_URL=nobody)
     return run(bin_dir / "rlm-loop", *args, cwd=cwd, env=env)
 
 
@@ -125,13 +130,20 @@ def test_the_cli_names_the_fix_for_a_database_with_no_tables(cli, tmp_path):
 
 
 def test_the_root_alembic_ini_and_init_db_run_the_same_migrations():
-    from alembic.config import Config
-    from alembic.script import ScriptDirectory
-
     release = ScriptDirectory.from_config(Config(str(ROOT / "alembic.ini")))
     packaged = ScriptDirectory.from_config(alembic_config("sqlite://"))
     assert Path(release.dir).resolve() == Path(packaged.dir).resolve() == MIGRATIONS
     assert release.get_current_head() == packaged.get_current_head()
+
+
+def test_the_release_command_migrates_from_the_repository_root(tmp_path):
+    release = (ROOT / "Procfile").read_text().split("release: ", 1)[1].splitlines()[0]
+    assert release == "alembic upgrade head"
+    env = {**os.environ, "DATABASE_URL": f"sqlite:///{tmp_path / 'release.db'}",
+           "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}"}
+    done = subprocess.run(release, shell=True, cwd=ROOT, env=env, capture_output=True, text=True, timeout=60)
+    assert done.returncode == 0, done.stderr
+    assert f"-> {ScriptDirectory.from_config(alembic_config('sqlite://')).get_current_head()}," in done.stderr
 
 
 # --- the locks ----------------------------------------------------------------------------------
