@@ -85,8 +85,10 @@ def _database_errors(url: str) -> Iterator[None]:
         yield
     except ArgumentError:
         raise click.ClickException(f"DATABASE_URL is not a database URL: {where}") from None
-    except ImportError as exc:  # PostgreSQL's driver comes with the `postgres` extra
-        raise click.ClickException(f"no driver for {where} ({exc}): "
+    except ModuleNotFoundError as exc:
+        if (exc.name or "").split(".")[0] not in ("psycopg", "psycopg2"):
+            raise
+        raise click.ClickException(f"no PostgreSQL driver here for {where}: "  # the `postgres` extra
                                    "pip install 'rlm-loop-returns[postgres]'") from None
     except SQLAlchemyError as exc:
         lines = str(getattr(exc, "orig", None) or exc).strip().splitlines()
