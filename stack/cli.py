@@ -11,16 +11,21 @@ import os
 import signal
 import sys
 import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
 from datetime import datetime, timezone
 from pathlib import Path
 
 import click
 import redis
+from sqlalchemy import inspect as sql_inspect
 from sqlalchemy import select
+from sqlalchemy.engine import make_url
+from sqlalchemy.exc import ArgumentError, SQLAlchemyError
 
 from integration import maintenance
 from integration.context import Context
-from integration.db import session_factory
+from integration.db import get_engine, session_factory
 from integration.embedded_redis import ensure_redis_url, start_valkey, valkey_binary, wait_for_redis
 from integration.merchants import ConfigError, Merchant, load_merchants
 from integration.models import Return
@@ -32,7 +37,7 @@ from integration.status import return_view
 from workers.names import STEP_TASK_NAMES, publisher
 
 from .demo import SCENARIOS, run_demo
-from .doctor import merchant_problems, run_checks
+from .doctor import _redact, merchant_problems, run_checks
 from .schema import migrate
 from .processes import DATABASES, FAST_ENV, FIXED_PORTS, WEBHOOK_TRIGGERS, wait_http
 
@@ -70,6 +75,44 @@ def _context(settings: Settings, merchants: dict[str, Merchant], publish: bool =
     return Context(settings=settings, merchants=merchants,
                    sessions=session_factory(settings.database_url), enqueue=enqueue,
                    loop_limiter_for=limiter if url else None)
+
+
+@contextmanager
+def _database_errors(url: str) -> Iterator[None]:
+    """A database that cannot be reached (or has no driver here) ends the command with one line."""
+    where = _redact(url)
+    try:
+        yield
+    except ArgumentError:
+        raise click.ClickException(f"DATABASE_URL is not a database URL: {where}") from None
+    except ModuleNotFoundError as exc:
+        if (exc.name or "").split(".")[0] not in ("psycopg", "psycopg2"):
+            raise
+        raise click.ClickException(f"no PostgreSQL driver here for {where}: "  # the `postgres` extra
+                                   "pip install 'rlm-loop-returns[postgres]'") from None
+    except SQLAlchemyError as exc:
+        lines = str(getattr(exc, "orig", None) or exc).strip().splitlines()
+        raise click.ClickException(f"cannot use the database {where}: "
+                                   f"{lines[0] if lines else type(exc).__name__}") from None
+
+
+def _require_database(url: str) -> None:
+    """Stop with what to do, not a traceback, when the database is missing, unreachable or empty.
+
+    A SQLite file that does not exist is not created here (connecting would make an empty one).
+    """
+    with _database_errors(url):
+        parsed = make_url(url)
+        if parsed.get_backend_name() == "sqlite" and parsed.database not in (None, "", ":memory:"):
+            path = Path(parsed.database).resolve()
+            if not path.exists():
+                raise click.ClickException(f"no database at {path} (set DATABASE_URL, or DATA_DIR): "
+                                           "run `rlm-loop init-db` to create it")
+        with get_engine(url).connect() as conn:
+            tables = set(sql_inspect(conn).get_table_names())
+    if "returns" not in tables:
+        raise click.ClickException(f"the database has no tables yet ({_redact(url)}): "
+                                   "run `rlm-loop init-db`")
 
 
 def _merchant_of(ctx: Context, loop_return_id: str, merchant: str | None) -> str:
@@ -126,6 +169,7 @@ def up(workdir: str) -> None:
     The production Procfile's processes plus an embedded Valkey and both sandboxes, on fixed
     ports: receiver :8000, Loop sandbox :8001, RLM sandbox :8002, Flower :5555.
     """
+    _require_checkout_with_honcho()
     data = Path(workdir).resolve()
     env = dict(os.environ)
     env.update({
@@ -148,10 +192,29 @@ def up(workdir: str) -> None:
                                "start"], env)
 
 
+def _require_checkout_with_honcho() -> None:
+    """`up` is for development: it runs a checkout's Procfile.dev under honcho (a dev dependency).
+
+    Production runs the Procfile's processes under the platform's own supervisor, so neither
+    honcho nor the sandboxes that Procfile.dev starts belong in the runtime dependencies.
+    """
+    import importlib.util
+
+    if not (ROOT / "Procfile.dev").exists():
+        raise click.ClickException("`up` is for development: it runs Procfile.dev from a checkout of the "
+                                   "repository (there, `make up`); an installed package runs the "
+                                   "Procfile's processes under your process manager")
+    if importlib.util.find_spec("honcho") is None:
+        raise click.ClickException("`up` is for development and needs honcho: "
+                                   "pip install 'rlm-loop-returns[dev]' (or `make up` in the checkout)")
+
+
 @main.command("init-db")
 def init_db() -> None:
     """Create or upgrade the database schema (alembic upgrade head)."""
-    click.echo(migrate(load_settings().database_url))
+    url = load_settings().database_url
+    with _database_errors(url):
+        click.echo(migrate(url))
 
 
 @main.group()
@@ -211,6 +274,7 @@ def dev_loop_sandbox(port: int, receiver: str) -> None:
 def status(loop_return_id: str, merchant: str | None, as_json: bool) -> None:
     """What happened to a return and why: state, RMA, decision, receipts, timeline."""
     settings, merchants = _settings_and_merchants()
+    _require_database(settings.database_url)
     ctx = _context(settings, merchants, publish=False)
     name = _merchant_of(ctx, loop_return_id, merchant)
     with ctx.sessions() as s:
@@ -273,6 +337,7 @@ def redecide(loop_return_id: str, merchant: str | None) -> None:
 
 def _operator_action(action, loop_return_id: str, merchant: str | None) -> None:
     settings, merchants = _settings_and_merchants()
+    _require_database(settings.database_url)
     ctx = _context(settings, merchants)
     try:
         click.echo(action(ctx, _merchant_of(ctx, loop_return_id, merchant), loop_return_id))
@@ -285,6 +350,7 @@ def _operator_action(action, loop_return_id: str, merchant: str | None) -> None:
 def replay(event_id: int) -> None:
     """Hand a stored webhook event to the pipeline again."""
     settings, merchants = _settings_and_merchants()
+    _require_database(settings.database_url)
     try:
         click.echo(maintenance.replay_event(_context(settings, merchants), event_id))
     except LookupError as exc:
@@ -299,6 +365,7 @@ def replay(event_id: int) -> None:
 def backfill(since: datetime, merchant: str | None) -> None:
     """Pull Loop's returns list and create every return we have no record of."""
     settings, merchants = _settings_and_merchants()
+    _require_database(settings.database_url)
     ctx = _context(settings, merchants)
     names = [merchant] if merchant else list(merchants)
     for name in names:

@@ -105,7 +105,7 @@ def _check_database(settings: Settings) -> list[Check]:
                             "created without migrations: run `rlm-loop init-db` to record it"))
     else:
         checks.append(Check("schema", "FAIL", f"at {current or 'nothing'}, head is {head}: "
-                            "run `alembic upgrade head` (the release phase)"))
+                            "run `rlm-loop init-db` (on Heroku the release phase migrates)"))
     return checks
 
 

@@ -140,7 +140,8 @@ class Stack:
             return
         bindir = find_bindir()
         if bindir is None:
-            raise RuntimeError("PostgreSQL is not installed (Debian: apt-get install postgresql)")
+            raise RuntimeError("PostgreSQL not found (pg_ctl on PATH or in /usr/lib/postgresql/*/bin; "
+                               "Debian: apt-get install postgresql)")
         root, self._postgres_link = cluster_root(self.workdir)
         self.postgres = PostgresCluster(bindir, root, max_connections=self.max_db_connections())
         self.postgres.start()

@@ -1,19 +1,27 @@
-"""The database schema: Alembic migrations, for the release phase and local stacks."""
+"""The database schema: Alembic migrations, for the release phase and local stacks.
+
+The migration scripts are package data (integration/migrations), so `rlm-loop init-db` works
+from an installed wheel as well as from a checkout; the root alembic.ini points at the same
+directory for the `alembic` command.
+"""
 from __future__ import annotations
 
 from pathlib import Path
 
 from sqlalchemy import inspect as sql_inspect
 
+import integration
 from integration.db import get_engine
 
-ROOT = Path(__file__).resolve().parent.parent
+MIGRATIONS = Path(integration.__file__).resolve().parent / "migrations"
 
 
 def alembic_config(url: str):
+    """Alembic's configuration without an ini file: the packaged scripts, the given URL."""
     from alembic.config import Config
 
-    config = Config(str(ROOT / "alembic.ini"))
+    config = Config()
+    config.set_main_option("script_location", str(MIGRATIONS))
     config.attributes.update(database_url=url, configure_logger=False)
     return config
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+from collections import Counter
 from pathlib import Path
 
 import pytest
@@ -82,6 +83,16 @@ def stack(tmp_path_factory):
     env = {**demo_env(len(SCENARIOS)), "LOOP_WEBHOOK_SECRET": "stack-secret"}
     with Stack(workdir, extra_env=env, capture_broker=True) as running:  # for tests/security
         yield running
+
+
+def pytest_terminal_summary(terminalreporter):
+    """One line per reason tests were skipped (a missing program: tests/system.py), however many."""
+    reasons: Counter[str] = Counter()
+    for report in terminalreporter.stats.get("skipped", []):
+        if isinstance(report.longrepr, tuple):
+            reasons[report.longrepr[2].removeprefix("Skipped: ")] += 1
+    for reason, count in reasons.items():
+        terminalreporter.write_line(f"SKIPPED {count} test{'s' if count > 1 else ''}: {reason}", yellow=True)
 
 
 os.environ.setdefault("DATA_DIR", str(Path(__file__).parent.parent / "var" / "test"))

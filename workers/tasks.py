@@ -7,7 +7,6 @@ import functools
 import logging
 import os
 import random
-from contextlib import contextmanager
 
 import redis
 from sqlalchemy.exc import OperationalError
@@ -16,6 +15,7 @@ from sqlalchemy.orm.exc import StaleDataError
 from integration import maintenance, pipeline
 from integration.context import Context
 from integration.errors import RetryableError
+from integration.locks import single_run
 from integration.ratelimit import TokenBucket, bucket_name
 
 from . import runtime
@@ -164,22 +164,6 @@ def sweep() -> None:
             log.info("sweep re-drove %s", counts)
 
 
-@contextmanager
 def _single(name: str, timeout: float):
-    """A Redis lock so a periodic job never runs twice at once (beat + a redelivery).
-
-    `timeout` bounds how long a run killed mid-way (SIGKILL, lost node) blocks the next ones,
-    so it is short. Two runs overlapping after it expires are safe, only wasteful: receipts are
-    deduplicated on their number and every step re-reads state.
-    """
-    lock = _redis().lock(f"lock:{name}", timeout=timeout)
-    if not lock.acquire(blocking=False):
-        yield False
-        return
-    try:
-        yield True
-    finally:
-        try:
-            lock.release()
-        except redis.exceptions.LockError:
-            pass  # it expired: the job overran its lock timeout
+    """The periodic job's lock (integration.locks.single_run) on this process's client."""
+    return single_run(_redis(), name, timeout)

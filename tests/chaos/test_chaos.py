@@ -6,6 +6,7 @@ import io
 import pytest
 
 from stack.chaos import Hostility, run_chaos
+from tests.system import postgres_bindir
 
 # Loop's queue a minute at most (the full run: three), so the outcome window fits in a test.
 SHORT = Hostility(processing_max_s=60.0, outcome_window_s=120.0)
@@ -15,6 +16,8 @@ pytestmark = pytest.mark.stack
 
 @pytest.mark.parametrize("database, returns, seed", [("sqlite", 100, 7), ("postgres", 100, 7)])
 def test_nothing_lost_nothing_done_twice_under_chaos(tmp_path, database, returns, seed):
+    if database == "postgres":
+        postgres_bindir()  # or skipped (fails under CI=true)
     out = io.StringIO()
     fig = run_chaos(count=returns, seed=seed, workdir=str(tmp_path / "chaos"), out=out, database=database,
                     hostility=SHORT)

@@ -1,11 +1,11 @@
-"""Headless Chromium (Debian's `chromium` package), as the operator-page tests drive it."""
+"""Headless Chromium (`chromium`, `chromium-browser` or `google-chrome`), as the operator-page
+tests drive it; skipped when none is found (tests/system.py)."""
 from __future__ import annotations
 
-import shutil
 import subprocess
 from pathlib import Path
 
-import pytest
+from tests import system
 
 ARTIFACTS = Path(__file__).resolve().parents[2] / "test-artifacts"
 FLAGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
@@ -14,9 +14,7 @@ FLAGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-
 
 def render(url: str, profile: Path, screenshot: str, height: int = 900) -> str:
     """Load `url` once: save a screenshot as test-artifacts/<screenshot>, return the DOM."""
-    binary = shutil.which("chromium")
-    if binary is None:
-        pytest.fail("chromium is not installed (`make test` installs Debian's chromium package)")
+    binary = system.chromium()
     ARTIFACTS.mkdir(exist_ok=True)
     path = ARTIFACTS / screenshot
     path.unlink(missing_ok=True)

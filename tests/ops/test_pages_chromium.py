@@ -4,9 +4,17 @@ from __future__ import annotations
 
 import pytest
 
+from tests import system
+
 from . import chromium
 
 pytestmark = pytest.mark.stack
+
+
+@pytest.fixture(scope="session", autouse=True)
+def browser() -> str:
+    """Chromium, looked for before the stack starts: without it these tests are skipped."""
+    return system.chromium()
 
 
 def page_url(stack, path: str) -> str:

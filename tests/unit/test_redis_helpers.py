@@ -1,0 +1,123 @@
+"""The Loop token bucket and the periodic-job lock on fakeredis (its Lua runtime runs the
+bucket's script): fast and with a clock the test controls. The real-server tests stay in
+tests/contract/test_rate_limit.py (several processes on one Valkey) and tests/integration."""
+from __future__ import annotations
+
+import time
+
+import fakeredis
+import pytest
+
+from integration.errors import NotSent
+from integration.locks import single_run
+from integration.ratelimit import TokenBucket, bucket_name
+
+
+@pytest.fixture
+def client():
+    return fakeredis.FakeRedis()
+
+
+@pytest.fixture
+def clock(monkeypatch):
+    """Redis's clock (TIME, key expiry) under the test's control: `clock.now += seconds`."""
+    class Clock:
+        now = 1_800_000_000.0
+
+        def __call__(self) -> float:
+            return self.now
+
+    fake = Clock()
+    monkeypatch.setattr(time, "time", fake)
+    return fake
+
+
+def take(bucket: TokenBucket) -> float:
+    """One attempt at a token: 0 when taken, else the seconds until the next one."""
+    return float(bucket._take(keys=[bucket.key], args=[bucket.rate, bucket.burst]))
+
+
+# --- the token bucket ---------------------------------------------------------------------
+def test_the_bucket_admits_its_burst_at_once_then_names_the_wait(client, clock):
+    bucket = TokenBucket(client, "loop:k", per_minute=60, burst=5)  # one token a second
+    assert [take(bucket) for _ in range(5)] == [0.0] * 5
+    assert take(bucket) == pytest.approx(1.0)
+    clock.now += 0.25
+    assert take(bucket) == pytest.approx(0.75)  # a refusal takes nothing: it leaves no debt
+
+
+def test_the_bucket_refills_at_its_rate_up_to_the_burst(client, clock):
+    bucket = TokenBucket(client, "loop:k", per_minute=120, burst=3)  # two tokens a second
+    assert [take(bucket) for _ in range(3)] == [0.0] * 3
+    clock.now += 1.0
+    assert [take(bucket) for _ in range(3)] == [0.0, 0.0, pytest.approx(0.5)]
+    clock.now += 3600  # idle for an hour: the burst again, never more
+    assert [take(bucket) > 0 for _ in range(4)] == [False, False, False, True]
+
+
+def test_buckets_are_per_name_and_the_state_expires_when_idle(client, clock):
+    one = TokenBucket(client, bucket_name("loop", "key-1"), per_minute=60, burst=1)
+    two = TokenBucket(client, bucket_name("loop", "key-2"), per_minute=60, burst=1)
+    assert (take(one), take(two)) == (0.0, 0.0)
+    assert take(one) > 0 and take(two) > 0
+    assert "key-1" not in one.key  # the API key itself never goes to Redis
+    assert 0 < client.ttl(one.key) <= 1 + 60
+    clock.now += 62
+    assert not client.exists(one.key)
+
+
+def test_acquire_sleeps_until_its_token_is_due(client, clock, monkeypatch):
+    slept = []
+
+    def sleep(seconds: float) -> None:  # the wait passes on Redis's clock, not the test's time
+        slept.append(seconds)
+        clock.now += seconds
+
+    monkeypatch.setattr(time, "sleep", sleep)
+    bucket = TokenBucket(client, "loop:k", per_minute=60, burst=2, max_wait_s=5)
+    bucket.acquire()
+    bucket.acquire()
+    assert slept == [] and bucket.waited_s == 0
+    bucket.acquire()
+    assert slept == [pytest.approx(1.0)] and bucket.waited_s == pytest.approx(1.0)
+
+
+def test_acquire_hands_a_long_wait_to_celery_instead_of_blocking(client, clock):
+    bucket = TokenBucket(client, "loop:k", per_minute=6, burst=2, max_wait_s=5)  # a token per 10 s
+    bucket.acquire()
+    bucket.acquire()
+    with pytest.raises(NotSent) as refused:
+        bucket.acquire()
+    assert refused.value.retry_after == pytest.approx(10.0)
+    assert bucket.waited_s == 0
+
+
+# --- the periodic-job lock ------------------------------------------------------------------
+def test_the_lock_lets_one_run_at_a_time_and_frees_itself_at_the_end(client):
+    with single_run(client, "sweep", timeout=15) as first:
+        assert first is True
+        with single_run(client, "sweep", timeout=15) as second:
+            assert second is False  # beat fired again, or a redelivery: this one does nothing
+        with single_run(client, "reconcile", timeout=15) as other:
+            assert other is True  # another job's lock is its own
+    with single_run(client, "sweep", timeout=15) as next_run:
+        assert next_run is True
+
+
+def test_the_lock_of_a_killed_run_expires_after_its_timeout(client, clock):
+    killed = client.lock("lock:poll_receipts", timeout=15)  # taken, then the worker died
+    assert killed.acquire(blocking=False)
+    with single_run(client, "poll_receipts", timeout=15) as mine:
+        assert mine is False
+    clock.now += 16
+    with single_run(client, "poll_receipts", timeout=15) as mine:
+        assert mine is True
+
+
+def test_a_run_that_overran_its_lock_leaves_the_next_runs_lock_alone(client, clock):
+    with single_run(client, "sweep", timeout=15) as slow:
+        assert slow is True
+        clock.now += 16  # expired while the slow run still works; the next run takes the lock
+        later = client.lock("lock:sweep", timeout=15)
+        assert later.acquire(blocking=False)
+    assert client.get("lock:sweep") == later.local.token  # the slow run's end released nothing
