@@ -22,9 +22,10 @@ from integration import maintenance
 from integration.context import Context
 from integration.db import session_factory
 from integration.embedded_redis import ensure_redis_url, start_valkey, valkey_binary, wait_for_redis
-from integration.merchants import ConfigError, Merchant, load_merchants
+from integration.merchants import ConfigError, Merchant, configured_from_environment, load_merchants
 from integration.models import Return
 from integration.pipeline import ingest_return
+from integration.production import RefusedToStart, merchant_problems, refuse_to_run_wrong
 from integration.ratelimit import TokenBucket, bucket_name
 from integration.rules import label
 from integration.settings import Settings, load_settings
@@ -32,7 +33,7 @@ from integration.status import return_view
 from workers.names import STEP_TASK_NAMES, publisher
 
 from .demo import SCENARIOS, run_demo
-from .doctor import merchant_problems, run_checks
+from .doctor import run_checks
 from .schema import migrate
 from .processes import DATABASES, FAST_ENV, FIXED_PORTS, WEBHOOK_TRIGGERS, wait_http
 
@@ -151,7 +152,12 @@ def up(workdir: str) -> None:
 @main.command("init-db")
 def init_db() -> None:
     """Create or upgrade the database schema (alembic upgrade head)."""
-    click.echo(migrate(load_settings().database_url))
+    settings = load_settings()
+    try:
+        refuse_to_run_wrong(settings, load_merchants)
+    except RefusedToStart as exc:
+        raise click.ClickException(str(exc)) from None
+    click.echo(migrate(settings.database_url))
 
 
 @main.group()
@@ -329,7 +335,8 @@ def list_merchants() -> None:
                    f"{c.partial_grace_s / 3600:g} h: {c.on_missing}; value threshold "
                    f"{c.value_threshold if c.value_threshold is not None else 'none'}; expiry "
                    f"{c.expiry_days:g} days: {c.on_expiry}")
-        for problem in merchant_problems(m, settings.production):
+        unfit = merchant_problems(m, configured_from_environment()) if settings.production else []
+        for problem in unfit:
             problems += 1
             click.echo(f"  FAIL   {problem}")
     if problems:

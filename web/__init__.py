@@ -7,6 +7,7 @@ import os
 from flask import Flask
 
 from integration import logs
+from integration.production import refuse_to_run_wrong
 from workers import runtime
 
 from .relay import Relay
@@ -18,8 +19,9 @@ def create_app(test_config: dict | None = None) -> Flask:
     app = Flask(__name__)
     given = test_config or {}
     settings = given.get("SETTINGS") or runtime.settings()
-    if settings.production and not (given.get("ADMIN_TOKEN") or settings.admin_token):
-        raise RuntimeError("APP_ENV=production: refusing to start without ADMIN_TOKEN")
+    # Before anything is opened or started (a SQLite file, an embedded Valkey).
+    refuse_to_run_wrong(settings, lambda: given.get("MERCHANTS") or runtime.merchants(),
+                        admin_token=given.get("ADMIN_TOKEN"))
     if not given.get("TESTING"):
         logs.configure()
     app.config.update(

@@ -3,8 +3,13 @@ from __future__ import annotations
 
 from celery import Celery
 
+from integration.production import refuse_to_run_wrong
+
 from . import observability, runtime  # noqa: F401  (observability: JSON logs and metrics via signals)
 
+# Workers, beat and Flower all load this module: in production each refuses a wrong
+# configuration here, before the embedded Valkey could be started below.
+refuse_to_run_wrong(runtime.settings(), runtime.merchants)
 runtime.merchants()  # a bad merchant configuration stops the worker here, naming the key
 runtime.redis_url()  # sets REDIS_URL (embedded server if unset) before the config is read
 
