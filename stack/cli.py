@@ -18,7 +18,7 @@ import click
 import redis
 from sqlalchemy import select
 
-from integration import maintenance
+from integration import maintenance, redis_tls
 from integration.context import Context
 from integration.db import session_factory
 from integration.embedded_redis import ensure_redis_url, start_valkey, valkey_binary, wait_for_redis
@@ -65,7 +65,7 @@ def _context(settings: Settings, merchants: dict[str, Merchant], publish: bool =
         app.send_task(STEP_TASK_NAMES[step], args=[target_id])
 
     def limiter(merchant: Merchant) -> TokenBucket:
-        return TokenBucket(redis.Redis.from_url(url), bucket_name("loop", merchant.loop_api_key),
+        return TokenBucket(redis_tls.client(url), bucket_name("loop", merchant.loop_api_key),
                            settings.loop_requests_per_minute)
 
     return Context(settings=settings, merchants=merchants,

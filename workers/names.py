@@ -30,6 +30,9 @@ def publisher(redis_url: str):
     workers.tasks would build the whole worker app, and an embedded broker with it)."""
     from celery import Celery
 
+    from integration.redis_tls import ssl_options
+
     app = Celery("rlm-loop-publisher", broker=redis_url)
     app.conf.task_routes = TASK_ROUTES
+    app.conf.broker_use_ssl = ssl_options(redis_url)
     return app

@@ -13,7 +13,7 @@ import redis
 from sqlalchemy.exc import OperationalError
 from sqlalchemy.orm.exc import StaleDataError
 
-from integration import maintenance, pipeline
+from integration import maintenance, pipeline, redis_tls
 from integration.context import Context
 from integration.errors import RetryableError
 from integration.ratelimit import TokenBucket, bucket_name
@@ -60,7 +60,7 @@ def context() -> Context:
 def _redis() -> redis.Redis:
     """One client (and connection pool) per process for the limiter, the locks and the backlog
     check; redis-py resets the pool itself in a forked child."""
-    return redis.Redis.from_url(runtime.redis_url())
+    return redis_tls.client(runtime.redis_url())
 
 
 def _loop_limiter(merchant) -> TokenBucket:
