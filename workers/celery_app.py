@@ -23,6 +23,7 @@ def _schedule() -> dict:
         "poll-rlm-receipts": ("rlm.poll_receipts", s.receipt_poll_interval_s),
         "sweep": ("integration.sweep", s.sweep_interval_s),
         "reconcile-loop": ("loop.reconcile", s.reconcile_interval_s),
+        "purge-old-data": ("integration.purge", s.retention_interval_s),
     }
     # Each entry expires after one interval: a backlog never piles up duplicate polls.
     return {name: {"task": task, "schedule": interval, "options": {"expires": max(interval, 1.0)}}

@@ -17,6 +17,7 @@ TASK_ROUTES = {
     "rlm.poll_receipts": {"queue": "periodic"},
     "integration.sweep": {"queue": "periodic"},
     "loop.reconcile": {"queue": "periodic"},
+    "integration.purge": {"queue": "periodic"},
     # Handling a webhook is database work (a Loop read at most, through the shared rate-limit
     # bucket): it must not wait behind every Loop action queued for a rate-limit slot.
     "loop.handle_event": {"queue": "default"},

@@ -13,7 +13,7 @@ import redis
 from sqlalchemy.exc import OperationalError
 from sqlalchemy.orm.exc import StaleDataError
 
-from integration import maintenance, pipeline, redis_tls
+from integration import maintenance, pipeline, redis_tls, retention
 from integration.context import Context
 from integration.errors import RetryableError
 from integration.ratelimit import TokenBucket, bucket_name
@@ -162,6 +162,18 @@ def sweep() -> None:
         counts = maintenance.sweep(context()) if mine else {}
         if any(counts.values()):
             log.info("sweep re-drove %s", counts)
+
+
+@app.task(name="integration.purge", acks_late=True)
+def purge() -> None:
+    """Retention: clear old webhook bodies, errors and timeline details (integration.retention)."""
+    with _single("purge", timeout=300) as mine:
+        if not mine:
+            return
+        counts = retention.purge_old_data(runtime.sessions(), context().now(),
+                                          runtime.settings().retention_days)
+    if any(counts.values()):
+        log.info("retention cleared %s", counts)
 
 
 @contextmanager
