@@ -9,6 +9,7 @@ from flask import Flask
 from integration import logs
 from integration.production import refuse_to_run_wrong
 from workers import runtime
+from workers.error_reporting import init_error_reporting
 
 from .relay import Relay
 
@@ -31,6 +32,7 @@ def create_app(test_config: dict | None = None) -> Flask:
     )
     app.config.update(given)
     app.config.setdefault("MERCHANTS", given.get("MERCHANTS") or runtime.merchants())
+    init_error_reporting("web", settings, app.config["MERCHANTS"])  # only with SENTRY_DSN
     if "SESSIONS" not in given:
         app.config["SESSIONS"] = runtime.sessions()
     if "ENQUEUE_EVENT" not in given:
