@@ -6,7 +6,7 @@ import os
 
 from flask import Flask
 
-from integration import logs
+from integration import logs, redis_tls
 from integration.production import refuse_to_run_wrong
 from workers import runtime
 from workers.error_reporting import init_error_reporting
@@ -23,6 +23,8 @@ def create_app(test_config: dict | None = None) -> Flask:
     # Before anything is opened or started (a SQLite file, an embedded Valkey).
     refuse_to_run_wrong(settings, lambda: given.get("MERCHANTS") or runtime.merchants(),
                         admin_token=given.get("ADMIN_TOKEN"))
+    if settings.redis_url:
+        redis_tls.ssl_options(settings.redis_url)  # a bad REDIS_SSL_CERT_REQS stops us here, not later
     if not given.get("TESTING"):
         logs.configure()
     app.config.update(

@@ -136,3 +136,13 @@ def test_the_policy_is_read_from_redis_ssl_cert_reqs(monkeypatch):
     monkeypatch.setenv("REDIS_SSL_CERT_REQS", "sometimes")
     with pytest.raises(ValueError, match="REDIS_SSL_CERT_REQS='sometimes': use none, optional or required"):
         redis_tls.ssl_options("rediss://h:1")
+
+
+def test_a_bad_policy_stops_the_web_app_at_start(monkeypatch, tmp_path):
+    from integration.settings import load_settings
+    from web import create_app
+
+    monkeypatch.setenv("REDIS_URL", "rediss://:pw@redis.example.com:6380")
+    monkeypatch.setenv("REDIS_SSL_CERT_REQS", "yes")
+    with pytest.raises(ValueError, match="REDIS_SSL_CERT_REQS"):
+        create_app({"TESTING": True, "SETTINGS": load_settings(), "MERCHANTS": {}, "SESSIONS": None})
