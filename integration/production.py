@@ -2,7 +2,8 @@
 
 One judgement of the settings and the merchants, used by every entry point (web, workers and
 beat, the release phase) to refuse to start, and by `rlm-loop doctor` and `rlm-loop merchants`
-to report. The checks are pure: they read the values they are given, never the environment.
+to report. The checks are pure functions of the values they are given; only
+`refuse_to_run_wrong` asks the environment whether the merchant came from LOOP_*/RLM_* variables.
 """
 from __future__ import annotations
 

@@ -14,6 +14,7 @@ from typing import Any
 from sqlalchemy import select, update
 from sqlalchemy.orm import Session, sessionmaker
 
+from . import lifecycle as lc
 from .db import session_scope
 from .models import Return, TimelineEntry, WebhookEvent
 
@@ -47,7 +48,7 @@ def purge_old_data(sessions: sessionmaker[Session], now: datetime, days: float, 
             TimelineEntry.at < cutoff, TimelineEntry.detail.is_not(None)), {"detail": None}),
         # Returns that left `received` before the lifecycle cleared the address on the way out.
         "ship_from": (Return, select(Return.id).where(
-            Return.state != "received", Return.ship_from.is_not(None)), {"ship_from": None}),
+            Return.state != lc.RECEIVED, Return.ship_from.is_not(None)), {"ship_from": None}),
     }
     counts = {}
     for name, (model, query, values) in kinds.items():
