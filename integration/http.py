@@ -1,7 +1,8 @@
 """One place that turns an HTTP exchange into a parsed body or a typed error.
 
 Retryable: 5xx, 408, 429, timeouts, connection errors and 2xx answers we cannot read (the call's
-outcome is unknown, as after a timeout). Final: every other 4xx and any other transport failure.
+outcome is unknown, as after a timeout). Final: every other 4xx, any redirect (never followed)
+and any other transport failure.
 """
 from __future__ import annotations
 
@@ -11,6 +12,7 @@ import json
 import random
 from collections.abc import Callable
 from typing import Any
+from urllib.parse import urljoin, urlsplit
 
 import requests
 from tenacity import retry, retry_if_exception, stop_after_attempt
@@ -89,7 +91,9 @@ def send(session: requests.Session, system: str, method: str, url: str, *,
         if before is not None:
             before()
         try:
-            response = session.request(method, url, timeout=timeout, **kwargs)
+            # Never followed: requests would carry Loop's X-Authorization header to wherever the
+            # Location points (and Basic auth to another path or scheme on the same host).
+            response = session.request(method, url, timeout=timeout, allow_redirects=False, **kwargs)
         except TRANSIENT_EXCEPTIONS as exc:
             # Not sent at all, or sent with the answer lost: only the first is safe to repeat
             # for a call that is not idempotent.
@@ -99,6 +103,8 @@ def send(session: requests.Session, system: str, method: str, url: str, *,
             raise FinalError(system, f"{type(exc).__name__} on {method} {_path(url)}") from None
         if response.status_code >= 500:
             raise classify(system, response, describe)
+        if 300 <= response.status_code < 400:
+            raise redirected(system, method, url, response)
         return response
 
     if retries <= 0:
@@ -110,6 +116,17 @@ def send(session: requests.Session, system: str, method: str, url: str, *,
         reraise=True,
     )(once)
     return wrapped()
+
+
+def redirected(system: str, method: str, url: str, response: requests.Response) -> FinalError:
+    """A redirect is configuration (a wrong base URL, http for https), not weather: never retried."""
+    location = response.headers.get("Location")
+    target = urlsplit(urljoin(url, location)) if location else None
+    # Scheme and host only: a Location's path, query or user info stays out of logs and reasons.
+    to = f" to {target.scheme}://{target.netloc.rsplit('@', 1)[-1]}" if target and target.netloc else ""
+    return FinalError(system, f"{method} {_path(url)} answered a redirect{to} "
+                      f"(HTTP {response.status_code}); not followed: configure the right base URL",
+                      status=response.status_code)
 
 
 def never_sent(exc: BaseException) -> bool:

@@ -75,6 +75,11 @@ def transition(ret: Return, to_state: str, cause: str, detail: str | None = None
     if to_state != ret.state:
         ret.step_attempts = 0
         clear_wait(ret)  # a schedule belongs to the state it was set in
+    if to_state != RECEIVED:
+        # The shopper's address serves only to create the RA, from `received`; whatever comes
+        # next (the RA, a cancellation, a park, the end), it goes. A return parked before its
+        # RA reads it from Loop again when retried (pipeline.create_rma).
+        ret.ship_from = None
     ret.state = to_state
     ret.updated_at = utcnow()
 

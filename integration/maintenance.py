@@ -11,6 +11,7 @@ from .context import Context
 from .db import after_commit, session_scope
 from .models import FeedCursor, Receipt, Return, WebhookEvent
 from .pipeline import as_utc, ingest_return, loop_state
+from .retention import finish_event
 
 log = logging.getLogger(__name__)
 
@@ -29,7 +30,7 @@ def sweep(ctx: Context, batch: int = 500) -> dict[str, int]:
                 WebhookEvent.status.in_(("received", "processing")),
                 WebhookEvent.updated_at < stale).limit(batch)):
             if ev.attempts >= ctx.settings.max_event_attempts:
-                ev.status, ev.last_error = "failed", f"gave up after {ev.attempts} attempts"
+                finish_event(ev, "failed", f"gave up after {ev.attempts} attempts")
                 counts["parked"] += 1
                 continue
             ev.updated_at = now  # so the next sweep waits a full period again

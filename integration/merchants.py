@@ -1,7 +1,8 @@
 """Per-merchant configuration: Loop and RLM connections, mappings and decision criteria.
 
-Merchants come from a TOML file named by MERCHANTS_FILE; without one, a single built-in
-`demo` merchant points at the local sandboxes, with values overridable from the environment.
+Merchants come from TOML (MERCHANTS_TOML, or a file named by MERCHANTS_FILE); without either,
+one merchant is built from the environment: named by MERCHANT_NAME (default `demo`) and
+pointing at the local sandboxes unless LOOP_* and RLM_* say otherwise.
 Everything is validated with marshmallow at start-up so a bad value stops the service with a
 message naming the key.
 """
@@ -161,8 +162,13 @@ def _describe(messages, prefix: str = "") -> str:
     return "; ".join(parts)
 
 
+def configured_from_environment() -> bool:
+    """Whether the merchant is built from LOOP_*/RLM_* variables rather than from TOML."""
+    return not os.environ.get("MERCHANTS_TOML") and not os.environ.get("MERCHANTS_FILE")
+
+
 def demo_merchant_config() -> dict:
-    """The built-in sandbox merchant; each value can be overridden from the environment."""
+    """The merchant built from the environment; every value defaults to the local sandboxes."""
     env = os.environ.get
     secrets = env("LOOP_WEBHOOK_SECRETS") or env("LOOP_WEBHOOK_SECRET") or "demo-webhook-secret"
     criteria: dict[str, float | str] = {"partial_grace_s": float(env("PARTIAL_GRACE_S", 72 * 3600)),
@@ -170,7 +176,7 @@ def demo_merchant_config() -> dict:
     if threshold := env("RETURN_VALUE_THRESHOLD"):
         criteria["value_threshold"] = threshold
     return {
-        "name": "demo",
+        "name": env("MERCHANT_NAME") or "demo",
         "loop_base_url": env("LOOP_BASE_URL", "http://127.0.0.1:8001"),
         "loop_api_key": env("LOOP_API_KEY", "demo-loop-key"),
         "webhook_secrets": [s.strip() for s in secrets.split(",") if s.strip()],
@@ -188,7 +194,7 @@ def load_merchants() -> dict[str, Merchant]:
     """From MERCHANTS_TOML (the file's text in a config var, so keys stay out of the code) or
     MERCHANTS_FILE; with neither, the built-in sandbox merchant."""
     text, path = os.environ.get("MERCHANTS_TOML"), os.environ.get("MERCHANTS_FILE")
-    if not text and not path:
+    if configured_from_environment():
         return parse_merchants([demo_merchant_config()])
     where = "MERCHANTS_TOML" if text else f"MERCHANTS_FILE {path}"
     try:

@@ -46,7 +46,8 @@ class WebhookEvent(Base):
     status: Mapped[str] = mapped_column(String(16), index=True)
     attempts: Mapped[int] = mapped_column(Integer, default=0)
     last_error: Mapped[str | None] = mapped_column(Text)
-    payload: Mapped[dict | None] = mapped_column(JSON)
+    # SQL NULL for None (not JSON 'null'), so what retention cleared is plain to see and to skip.
+    payload: Mapped[dict | None] = mapped_column(JSON(none_as_null=True))
     received_at: Mapped[datetime] = mapped_column(default=utcnow)
     updated_at: Mapped[datetime] = mapped_column(default=utcnow, onupdate=utcnow)
 
@@ -76,7 +77,8 @@ class Return(Base):
     loop_created_at: Mapped[str | None] = mapped_column(String(40))
     # One entry per Loop unit: line_item_id, sku, barcode, price, discount, reasons, title.
     units: Mapped[list] = mapped_column(JSON, default=list)
-    ship_from: Mapped[dict | None] = mapped_column(JSON)
+    # The shopper's ship-from, kept only while the return is `received` (lifecycle.transition).
+    ship_from: Mapped[dict | None] = mapped_column(JSON(none_as_null=True))
     rma_number: Mapped[int | None] = mapped_column(Integer)
     rma_status: Mapped[str | None] = mapped_column(String(24))
     # RA lines as RLM stored them: line_number, sku, upc, qty_authorized, unit_price, refs.

@@ -40,6 +40,7 @@ from .merchants import Merchant
 from .models import FeedCursor, Receipt, Return, WebhookEvent, receipts_for
 from .notes import flag_note
 from .ratelimit import MAX_WAIT_S as LIMITER_MAX_WAIT_S
+from .retention import finish_event
 
 log = logging.getLogger(__name__)
 
@@ -166,10 +167,7 @@ def _finish_event(ctx: Context, event_id: int, status: str, error: str | None) -
     with session_scope(ctx.sessions) as s:
         ev = s.get(WebhookEvent, event_id)
         if ev is not None:
-            ev.status, ev.last_error = status, error
-            if ev.payload and "ship_from" in ev.payload:
-                # Handled: the shopper's address has no business staying in the inbox.
-                ev.payload = {k: v for k, v in ev.payload.items() if k != "ship_from"}
+            finish_event(ev, status, error)
 
 
 def fail_event(ctx: Context, event_id: int, error: str) -> None:
@@ -245,8 +243,9 @@ def _new_return(merchant: Merchant, details: dict, state: str) -> Return:
         total=str(money(details.get("total")))[:32],
         loop_created_at=_text(details.get("created_at"), 40),
         units=[unit_from_loop(item) for item in details.get("line_items") or []],
-        # Kept only until the RA exists (cleared then): RLM needs where the parcel comes from.
-        ship_from=details.get("ship_from") or ship_from(details.get("address")),
+        # Kept only while `received` (lifecycle.transition): RLM needs where the parcel comes
+        # from. None when nothing is known: create_rma then asks Loop.
+        ship_from=details.get("ship_from") or ship_from(details.get("address")) or None,
     )
 
 
@@ -309,10 +308,15 @@ def create_rma(ctx: Context, return_id: int) -> None:
     if unknown:
         raise StepFailed("SKU unknown to RLM: " + ", ".join(unknown)
                          + "; no RMA created. Fix the catalog or SKU mapping, then retry.")
+    address = snap.ship_from
+    if address is None:
+        # Cleared when the return was parked (or never carried): Loop still has it. A rare
+        # call, so this RLM task waits on Loop's rate limit only after a retry.
+        address = ship_from(ctx.loop(merchant).get_return(snap.loop_return_id).get("address"))
     try:
         details = {"id": snap.loop_return_id, "order_name": snap.order_name,
                    "created_at": snap.loop_created_at}
-        ra, created = rlm.create_ra(build_ra(merchant, details, lines, snap.ship_from or {},
+        ra, created = rlm.create_ra(build_ra(merchant, details, lines, address,
                                              external_ref=_ra_ref(snap)))
     except FinalError as exc:
         raise StepFailed(_rejection(exc, groups)) from None

@@ -48,6 +48,10 @@ class Settings:
     # (connect, read) timeouts for every HTTP call to each system.
     loop_timeout: tuple[float, float]
     rlm_timeout: tuple[float, float]
+    # Webhook bodies, their errors and timeline details are cleared after this many days
+    # (integration.retention), checked every retention_interval_s.
+    retention_days: float = 90.0
+    retention_interval_s: float = 3600.0
     webhook_max_bytes: int = 1024 * 1024
     extra: dict = field(default_factory=dict)
 
@@ -82,4 +86,6 @@ def load_settings() -> Settings:
         loop_timeout=(_float("HTTP_CONNECT_TIMEOUT_S", 5.0), _float("LOOP_READ_TIMEOUT_S", 30.0)),
         # RLM's legacy services were seen to need long reads (rlm-api.md A.2).
         rlm_timeout=(_float("HTTP_CONNECT_TIMEOUT_S", 5.0), _float("RLM_READ_TIMEOUT_S", 60.0)),
+        retention_days=_float("RETENTION_DAYS", 90.0),
+        retention_interval_s=_float("RETENTION_INTERVAL_S", 3600.0),
     )

@@ -23,13 +23,14 @@ from sqlalchemy import select
 from sqlalchemy.engine import make_url
 from sqlalchemy.exc import ArgumentError, SQLAlchemyError
 
-from integration import maintenance
+from integration import maintenance, redis_tls
 from integration.context import Context
 from integration.db import get_engine, session_factory
 from integration.embedded_redis import ensure_redis_url, start_valkey, valkey_binary, wait_for_redis
-from integration.merchants import ConfigError, Merchant, load_merchants
+from integration.merchants import ConfigError, Merchant, configured_from_environment, load_merchants
 from integration.models import Return
 from integration.pipeline import ingest_return
+from integration.production import RefusedToStart, merchant_problems, refuse_to_run_wrong
 from integration.ratelimit import TokenBucket, bucket_name
 from integration.rules import label
 from integration.settings import Settings, load_settings
@@ -37,7 +38,7 @@ from integration.status import return_view
 from workers.names import STEP_TASK_NAMES, publisher
 
 from .demo import SCENARIOS, run_demo
-from .doctor import _redact, merchant_problems, run_checks
+from .doctor import _redact, run_checks
 from .schema import migrate
 from .processes import DATABASES, FAST_ENV, FIXED_PORTS, WEBHOOK_TRIGGERS, wait_http
 
@@ -69,7 +70,7 @@ def _context(settings: Settings, merchants: dict[str, Merchant], publish: bool =
         app.send_task(STEP_TASK_NAMES[step], args=[target_id])
 
     def limiter(merchant: Merchant) -> TokenBucket:
-        return TokenBucket(redis.Redis.from_url(url), bucket_name("loop", merchant.loop_api_key),
+        return TokenBucket(redis_tls.client(url), bucket_name("loop", merchant.loop_api_key),
                            settings.loop_requests_per_minute)
 
     return Context(settings=settings, merchants=merchants,
@@ -212,9 +213,13 @@ def _require_checkout_with_honcho() -> None:
 @main.command("init-db")
 def init_db() -> None:
     """Create or upgrade the database schema (alembic upgrade head)."""
-    url = load_settings().database_url
-    with _database_errors(url):
-        click.echo(migrate(url))
+    settings = load_settings()
+    try:
+        refuse_to_run_wrong(settings, load_merchants)
+    except RefusedToStart as exc:
+        raise click.ClickException(str(exc)) from None
+    with _database_errors(settings.database_url):
+        click.echo(migrate(settings.database_url))
 
 
 @main.group()
@@ -396,7 +401,8 @@ def list_merchants() -> None:
                    f"{c.partial_grace_s / 3600:g} h: {c.on_missing}; value threshold "
                    f"{c.value_threshold if c.value_threshold is not None else 'none'}; expiry "
                    f"{c.expiry_days:g} days: {c.on_expiry}")
-        for problem in merchant_problems(m, settings.production):
+        unfit = merchant_problems(m, configured_from_environment()) if settings.production else []
+        for problem in unfit:
             problems += 1
             click.echo(f"  FAIL   {problem}")
     if problems:

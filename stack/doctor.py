@@ -10,31 +10,18 @@ import redis
 from sqlalchemy import inspect as sql_inspect
 from sqlalchemy import text
 
+from integration import redis_tls
 from integration.context import Context
 from integration.db import get_engine
 from integration.embedded_redis import ensure_redis_url
 from integration.errors import UpstreamError
-from integration.merchants import ConfigError, Merchant, load_merchants
+from integration.merchants import ConfigError, Merchant, configured_from_environment, load_merchants
+from integration.production import merchant_problems, settings_problems
 from integration.settings import Settings
 from workers.names import QUEUES, publisher
 
 from .processes import WEBHOOK_TRIGGERS
 from .schema import alembic_config
-
-DEMO_SECRETS = {"demo-loop-key", "demo-webhook-secret", "demo-rlm-key"}
-
-
-def merchant_problems(m: Merchant, production: bool) -> list[str]:
-    """What a valid but unfit-for-production merchant configuration gets wrong."""
-    if not production:
-        return []
-    found = []
-    for system, url in (("Loop", m.loop_base_url), ("RLM", m.rlm_base_url)):
-        if not url.startswith("https://"):
-            found.append(f"{system} URL {url} is not https")
-    if {m.loop_api_key, m.rlm_key, *m.webhook_secrets} & DEMO_SECRETS:
-        found.append("a key or webhook secret is still a sandbox default")
-    return found
 
 
 @dataclass
@@ -59,8 +46,10 @@ def run_checks(settings: Settings, context_for: Callable[[dict[str, Merchant]], 
     if redis_url:
         checks += _check_processes(redis_url)
     ctx = context_for(merchants)
+    from_env = configured_from_environment()
     for m in merchants.values():
-        checks += [Check(f"{m.name}: config", "FAIL", p) for p in merchant_problems(m, settings.production)]
+        if settings.production:  # what every process refuses to start with (integration.production)
+            checks += [Check(f"{m.name}: config", "FAIL", str(p)) for p in merchant_problems(m, from_env)]
         checks.append(_check_loop(ctx, m))
         checks += _check_rlm(ctx, m)
     return checks
@@ -69,18 +58,16 @@ def run_checks(settings: Settings, context_for: Callable[[dict[str, Merchant]], 
 def _check_environment(settings: Settings) -> list[Check]:
     env = "production" if settings.production else "development"
     checks = [Check("environment", "ok", f"APP_ENV={env}, DATA_DIR={settings.data_dir}")]
-    token = "ok" if settings.admin_token else ("FAIL" if settings.production else "warn")
-    checks.append(Check("ADMIN_TOKEN", token, "set" if settings.admin_token else
-                        "unset: the operator API and pages are disabled"
-                        + (" and the web process refuses to start" if settings.production else "")))
-    if settings.production:
-        if settings.database_url.startswith("sqlite"):
-            checks.append(Check("DATABASE_URL", "FAIL", "unset or SQLite: production needs PostgreSQL "
-                                "(dyno disks are not shared and not kept)"))
-        if not settings.redis_url:
-            checks.append(Check("REDIS_URL", "FAIL", "unset: production needs a Redis add-on"))
-        if not os.environ.get("FLOWER_BASIC_AUTH"):
-            checks.append(Check("FLOWER_BASIC_AUTH", "warn", "unset: the flower process refuses to start"))
+    if not settings.production:
+        checks.append(Check("ADMIN_TOKEN", "ok" if settings.admin_token else "warn", "set" if
+                            settings.admin_token else "unset: the operator API and pages are disabled"))
+        return checks
+    unfit = settings_problems(settings, settings.admin_token)
+    if not any(p.subject == "ADMIN_TOKEN" for p in unfit):
+        checks.append(Check("ADMIN_TOKEN", "ok", "set"))
+    checks += [Check(p.subject, "FAIL", f"{p.text}; every process refuses to start") for p in unfit]
+    if not os.environ.get("FLOWER_BASIC_AUTH"):
+        checks.append(Check("FLOWER_BASIC_AUTH", "warn", "unset: the flower process refuses to start"))
     return checks
 
 
@@ -118,7 +105,7 @@ def _check_redis(settings: Settings, checks: list[Check]) -> str | None:
                                 "(the first process starts one)"))
             return None
         url = f"redis://127.0.0.1:{port_file.read_text().strip()}/0"
-    client = redis.Redis.from_url(url, socket_connect_timeout=2, socket_timeout=2)
+    client = redis_tls.client(url, socket_connect_timeout=2, socket_timeout=2)
     try:
         waiting = {q: client.llen(q) for q in QUEUES}
     except redis.RedisError as exc:
@@ -153,7 +140,7 @@ def _check_processes(redis_url: str) -> list[Check]:
                             f"consumed by {', '.join(workers)}" if workers else
                             "no worker consumes it: start or scale the worker processes"))
     lock = f"{os.environ.get('REDBEAT_KEY_PREFIX', 'redbeat')}:lock"
-    beat = redis.Redis.from_url(redis_url).exists(lock)
+    beat = redis_tls.client(redis_url, socket_connect_timeout=2, socket_timeout=2).exists(lock)
     checks.append(Check("beat", "ok" if beat else "FAIL", "running (holds the RedBeat lock)" if beat
                         else "no beat is running: receipts are not polled, nothing is swept"))
     return checks

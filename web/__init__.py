@@ -6,8 +6,10 @@ import os
 
 from flask import Flask
 
-from integration import logs
+from integration import logs, redis_tls
+from integration.production import refuse_to_run_wrong
 from workers import runtime
+from workers.error_reporting import init_error_reporting
 
 from .relay import Relay
 
@@ -18,8 +20,11 @@ def create_app(test_config: dict | None = None) -> Flask:
     app = Flask(__name__)
     given = test_config or {}
     settings = given.get("SETTINGS") or runtime.settings()
-    if settings.production and not (given.get("ADMIN_TOKEN") or settings.admin_token):
-        raise RuntimeError("APP_ENV=production: refusing to start without ADMIN_TOKEN")
+    # Before anything is opened or started (a SQLite file, an embedded Valkey).
+    refuse_to_run_wrong(settings, lambda: given.get("MERCHANTS") or runtime.merchants(),
+                        admin_token=given.get("ADMIN_TOKEN"))
+    if settings.redis_url:
+        redis_tls.ssl_options(settings.redis_url)  # a bad REDIS_SSL_CERT_REQS stops us here, not later
     if not given.get("TESTING"):
         logs.configure()
     app.config.update(
@@ -29,6 +34,7 @@ def create_app(test_config: dict | None = None) -> Flask:
     )
     app.config.update(given)
     app.config.setdefault("MERCHANTS", given.get("MERCHANTS") or runtime.merchants())
+    init_error_reporting("web", settings, app.config["MERCHANTS"])  # only with SENTRY_DSN
     if "SESSIONS" not in given:
         app.config["SESSIONS"] = runtime.sessions()
     if "ENQUEUE_EVENT" not in given:

@@ -1,10 +1,10 @@
 """GET /healthz: can we reach the database and the broker?"""
 from __future__ import annotations
 
-import redis
 from flask import Blueprint, current_app, jsonify
 from sqlalchemy import text
 
+from integration import redis_tls
 from workers import runtime
 
 bp = Blueprint("health", __name__)
@@ -29,7 +29,7 @@ def _check_db() -> str:
 def _check_broker() -> str:
     try:
         url = current_app.config.get("REDIS_URL") or runtime.redis_url()
-        redis.Redis.from_url(url, socket_connect_timeout=1, socket_timeout=1).ping()
+        redis_tls.client(url, socket_connect_timeout=1, socket_timeout=1).ping()
         return "ok"
     except Exception as exc:
         return f"error: {type(exc).__name__}"

@@ -20,6 +20,7 @@ from prometheus_client.core import (
 )
 from sqlalchemy import func, select
 
+from integration import redis_tls
 from integration.models import Return, WebhookEvent
 from workers import runtime
 from workers.names import QUEUES
@@ -43,7 +44,7 @@ def metrics():
 
 def _redis() -> redis.Redis:
     url = current_app.config.get("REDIS_URL") or runtime.redis_url()
-    return redis.Redis.from_url(url, socket_connect_timeout=2, socket_timeout=2)
+    return redis_tls.client(url, socket_connect_timeout=2, socket_timeout=2)
 
 
 class _Collector:

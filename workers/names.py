@@ -17,6 +17,7 @@ TASK_ROUTES = {
     "rlm.poll_receipts": {"queue": "periodic"},
     "integration.sweep": {"queue": "periodic"},
     "loop.reconcile": {"queue": "periodic"},
+    "integration.purge": {"queue": "periodic"},
     # Handling a webhook is database work (a Loop read at most, through the shared rate-limit
     # bucket): it must not wait behind every Loop action queued for a rate-limit slot.
     "loop.handle_event": {"queue": "default"},
@@ -30,6 +31,9 @@ def publisher(redis_url: str):
     workers.tasks would build the whole worker app, and an embedded broker with it)."""
     from celery import Celery
 
+    from integration.redis_tls import ssl_options
+
     app = Celery("rlm-loop-publisher", broker=redis_url)
     app.conf.task_routes = TASK_ROUTES
+    app.conf.broker_use_ssl = ssl_options(redis_url)
     return app

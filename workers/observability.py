@@ -16,7 +16,7 @@ from celery import signals
 from sqlalchemy import select
 from sqlalchemy.exc import SQLAlchemyError
 
-from integration import logs
+from integration import logs, redis_tls
 from integration.models import Return, WebhookEvent
 
 from . import runtime
@@ -88,7 +88,7 @@ _store: MetricStore | None = None
 def store() -> MetricStore:
     global _store
     if _store is None:  # created lazily, so each prefork child has its own connection
-        _store = MetricStore(redis.Redis.from_url(runtime.redis_url(), socket_timeout=2,
+        _store = MetricStore(redis_tls.client(runtime.redis_url(), socket_timeout=2,
                                                   socket_connect_timeout=2))
     return _store
 

@@ -12,7 +12,7 @@ import redis
 from sqlalchemy.exc import OperationalError
 from sqlalchemy.orm.exc import StaleDataError
 
-from integration import maintenance, pipeline
+from integration import maintenance, pipeline, redis_tls, retention
 from integration.context import Context
 from integration.errors import RetryableError
 from integration.locks import single_run
@@ -60,7 +60,7 @@ def context() -> Context:
 def _redis() -> redis.Redis:
     """One client (and connection pool) per process for the limiter, the locks and the backlog
     check; redis-py resets the pool itself in a forked child."""
-    return redis.Redis.from_url(runtime.redis_url())
+    return redis_tls.client(runtime.redis_url())
 
 
 def _loop_limiter(merchant) -> TokenBucket:
@@ -162,6 +162,18 @@ def sweep() -> None:
         counts = maintenance.sweep(context()) if mine else {}
         if any(counts.values()):
             log.info("sweep re-drove %s", counts)
+
+
+@app.task(name="integration.purge", acks_late=True)
+def purge() -> None:
+    """Retention: clear old webhook bodies, errors and timeline details (integration.retention)."""
+    with _single("purge", timeout=300) as mine:
+        if not mine:
+            return
+        counts = retention.purge_old_data(runtime.sessions(), context().now(),
+                                          runtime.settings().retention_days)
+    if any(counts.values()):
+        log.info("retention cleared %s", counts)
 
 
 def _single(name: str, timeout: float):

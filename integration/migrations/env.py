@@ -6,7 +6,9 @@ from logging.config import fileConfig
 from alembic import context
 
 from integration.db import get_engine
+from integration.merchants import load_merchants
 from integration.models import Base
+from integration.production import refuse_to_run_wrong
 from integration.settings import load_settings
 
 config = context.config
@@ -14,7 +16,17 @@ if config.config_file_name and config.attributes.get("configure_logger", True):
     fileConfig(config.config_file_name, disable_existing_loggers=False)  # the alembic command's output
 target_metadata = Base.metadata
 # Tests and tools may hand in a URL; otherwise the service's own (DATABASE_URL or DATA_DIR).
-url = config.attributes.get("database_url") or load_settings().database_url
+def _database_url() -> str:
+    given = config.attributes.get("database_url")
+    if given:
+        return str(given)
+    # The release phase (`alembic upgrade head`): production refuses a wrong configuration.
+    settings = load_settings()
+    refuse_to_run_wrong(settings, load_merchants)
+    return settings.database_url
+
+
+url = _database_url()
 
 
 def run_offline() -> None:

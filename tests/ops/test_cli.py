@@ -26,8 +26,9 @@ def test_merchants_names_the_bad_key_of_an_invalid_file(cli, tmp_path):
 def test_merchants_refuses_sandbox_defaults_in_production(cli):
     result = cli("merchants", env={"MERCHANTS_FILE": None, "APP_ENV": "production"})
     assert result.exit_code == 1
-    assert "FAIL   Loop URL http://127.0.0.1:8001 is not https" in result.output
-    assert "still a sandbox default" in result.output
+    assert "FAIL   LOOP_BASE_URL is unset or the sandbox URL http://127.0.0.1:8001" in result.output
+    assert "FAIL   LOOP_API_KEY is unset or the sandbox key" in result.output
+    assert "FAIL   LOOP_WEBHOOK_SECRETS is unset or holds the sandbox secret" in result.output
 
 
 def test_replay_hands_a_stored_event_back_to_the_pipeline(sessions, merchants):

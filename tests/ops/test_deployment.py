@@ -4,11 +4,15 @@ from __future__ import annotations
 import json
 import os
 import subprocess
+import sys
 from pathlib import Path
 
 import pytest
+from sqlalchemy.orm import sessionmaker
 
+from integration.merchants import load_merchants
 from integration.settings import load_settings
+from tests.unit.test_production import GOOD_ENV
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -66,3 +70,78 @@ def test_the_web_app_refuses_to_start_in_production_without_admin_token(monkeypa
     monkeypatch.delenv("ADMIN_TOKEN", raising=False)
     with pytest.raises(RuntimeError, match="ADMIN_TOKEN"):
         create_app({"SETTINGS": load_settings()})
+
+
+# --- APP_ENV=production: every process refuses a wrong configuration --------------------------
+# The sandbox defaults: no REDIS_URL, no DATABASE_URL, sandbox keys, secrets and URLs.
+WRONG = ("REDIS_URL is not set", "DATABASE_URL is unset or SQLite", "ADMIN_TOKEN is not set",
+         "merchant demo: LOOP_BASE_URL is unset or the sandbox URL", "merchant demo: LOOP_API_KEY",
+         "merchant demo: LOOP_WEBHOOK_SECRETS", "merchant demo: RLM_BASE_URL", "merchant demo: RLM_KEY")
+
+
+def production_env(data_dir: Path, **changes) -> dict[str, str]:
+    """This process's environment with APP_ENV=production and no service configuration."""
+    env = {k: v for k, v in os.environ.items()
+           if k not in GOOD_ENV and not k.startswith(("LOOP_", "RLM_", "MERCHANT"))}
+    env.update(APP_ENV="production", DATA_DIR=str(data_dir), FLOWER_BASIC_AUTH="ops:pw",
+               PATH=f"{Path(sys.executable).parent}{os.pathsep}{env.get('PATH', '')}")
+    env.update({k: v for k, v in changes.items() if v is not None})
+    return env
+
+
+def assert_refused_before_starting_anything(output: str, data_dir: Path) -> None:
+    assert "APP_ENV=production refuses to start: " in output, output
+    for problem in WRONG:
+        assert problem in output, problem
+    assert not (data_dir / "valkey").exists(), "the embedded Valkey was started"
+    assert not (data_dir / "integration.db").exists(), "a SQLite database was created"
+
+
+@pytest.fixture
+def production(monkeypatch, tmp_path):
+    from workers import runtime
+
+    runtime.merchants.cache_clear()  # read again from this test's environment
+    for name in (*GOOD_ENV, "MERCHANTS_TOML", "MERCHANTS_FILE", "MERCHANT_NAME"):
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.setenv("APP_ENV", "production")
+    monkeypatch.setenv("DATA_DIR", str(tmp_path))
+    yield tmp_path
+    runtime.merchants.cache_clear()
+
+
+def test_the_web_app_names_every_problem_of_a_wrong_production_configuration(production):
+    from integration.production import RefusedToStart
+    from web import create_app
+
+    with pytest.raises(RefusedToStart) as refused:
+        create_app({"SETTINGS": load_settings(), "TESTING": True})
+    assert_refused_before_starting_anything(str(refused.value), production)
+
+
+def test_the_web_app_starts_on_a_correct_production_configuration(production, monkeypatch):
+    from web import create_app
+
+    for name, value in GOOD_ENV.items():
+        monkeypatch.setenv(name, value)
+    app = create_app({"SETTINGS": load_settings(), "MERCHANTS": load_merchants(), "TESTING": True,
+                      "SESSIONS": sessionmaker()})  # PostgreSQL is not contacted to build the app
+    assert app.config["SETTINGS"].production and "demo" in app.config["MERCHANTS"]
+
+
+@pytest.mark.parametrize("process", ["worker", "loopworker", "beat", "flower", "release"])
+def test_every_procfile_process_refuses_a_wrong_production_configuration(tmp_path, process):
+    done = subprocess.run(["/bin/sh", "-c", procfile("Procfile")[process]], cwd=ROOT,
+                          env=production_env(tmp_path), capture_output=True, text=True, timeout=120)
+    assert done.returncode != 0
+    assert_refused_before_starting_anything(done.stdout + done.stderr, tmp_path)
+
+
+def test_init_db_refuses_a_wrong_production_configuration(production):
+    from click.testing import CliRunner
+
+    from stack.cli import main
+
+    result = CliRunner().invoke(main, ["init-db"])
+    assert result.exit_code == 1
+    assert_refused_before_starting_anything(result.output, production)

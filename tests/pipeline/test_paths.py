@@ -263,3 +263,38 @@ def test_a_decided_return_waiting_its_turn_behind_loops_rate_limit_is_left_alone
     h.ctx.loop_backlog = lambda: 3  # the queue drained without reaching it: it was lost after all
     later(h, (settings.max_event_attempts + 3) * (settings.stuck_after_s + 1))
     assert sweep(h.ctx)["steps"] == 1 and h.queue == [("act_in_loop", rid)]
+
+
+# --- the shopper's address: kept only while the return is `received` -------------------------
+def test_a_return_parked_before_its_rma_keeps_no_address_and_its_retry_reads_it_from_loop(harness_for, sandboxes):
+    from integration.maintenance import retry_return
+
+    requests.post(f"{sandboxes['rlm'].url}/_sim/faults", timeout=5, json={
+        "match": {"method": "POST", "path": "/return-authorizations"}, "status": 422,
+        "code0": "Invalid Size on Line 2", "times": 1})
+    h = harness_for()
+    loop_id = h.new_return()
+    rid = h.ingest(loop_id)
+    assert h.ret(rid).ship_from["name"] == "Pat"
+    h.drain()
+    parked = h.ret(rid)
+    assert (parked.state, parked.attention_step) == (lc.NEEDS_ATTENTION, "create_rma")
+    assert parked.ship_from is None  # parked: the address is not kept while a person looks
+
+    assert "retrying create_rma" in retry_return(h.ctx, "demo", loop_id)
+    h.drain()
+    ret = h.ret(rid)
+    assert ret.state == lc.TRANSMITTED and ret.ship_from is None
+    ra = h.rlm_ra(ret.rma_number)
+    assert ra["ship_from"]["name"] == "Pat" and ra["ship_from"]["state"] == "TX"  # read from Loop again
+
+
+def test_a_return_cancelled_before_its_rma_keeps_no_address(harness_for):
+    h = harness_for()
+    loop_id = h.new_return()
+    rid = h.ingest(loop_id)
+    requests.post(f"{h.loop_url}/_sim/returns/{loop_id}/state", json={"state": "cancelled"}, timeout=5)
+    h.ingest(loop_id)
+    assert h.ret(rid).ship_from is None  # cancelling
+    h.drain()
+    assert (h.ret(rid).state, h.ret(rid).ship_from) == (lc.CANCELLED, None)
