@@ -7,6 +7,7 @@ and holds at most `burst` tokens, so any 60-second window sees at most 60*rate +
 from __future__ import annotations
 
 import hashlib
+import random
 import time
 
 import redis
@@ -57,8 +58,11 @@ class TokenBucket:
                 return
             if time.monotonic() + wait > deadline:
                 raise NotSent("loop", "rate limit: waiting for a request slot", retry_after=wait)
-            time.sleep(wait)
-            self.waited_s += wait
+            # A little jitter: processes that all waited for the same token do not all wake at
+            # once, and the same one does not win every time (a slot starved for minutes).
+            pause = wait * random.uniform(1.0, 1.25)
+            time.sleep(pause)
+            self.waited_s += pause
 
 
 def bucket_name(system: str, api_key: str) -> str:

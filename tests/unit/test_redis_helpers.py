@@ -79,7 +79,8 @@ def test_acquire_sleeps_until_its_token_is_due(client, clock, monkeypatch):
     bucket.acquire()
     assert slept == [] and bucket.waited_s == 0
     bucket.acquire()
-    assert slept == [pytest.approx(1.0)] and bucket.waited_s == pytest.approx(1.0)
+    # Until the token is due, plus up to a quarter more (jitter among waiting processes).
+    assert len(slept) == 1 and 1.0 <= slept[0] <= 1.25 and bucket.waited_s == pytest.approx(slept[0])
 
 
 def test_acquire_hands_a_long_wait_to_celery_instead_of_blocking(client, clock):
