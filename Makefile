@@ -5,9 +5,10 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-stamp
 ARGS ?=
-# The locks: requirements.txt is what Heroku installs (the runtime dependencies and the
-# PostgreSQL driver), requirements-dev.txt is what `make install` installs (those plus the dev
-# extra). Both pin every package with its hashes; `make lock` writes them from pyproject.toml.
+# The locks: requirements.txt is what Heroku installs (the runtime dependencies, the PostgreSQL
+# driver and sentry-sdk, used only when SENTRY_DSN is set), requirements-dev.txt is what `make
+# install` installs (those plus the dev extra). Both pin every package with its hashes; `make
+# lock` writes them from pyproject.toml.
 LOCKS := requirements.txt requirements-dev.txt
 PIP_COMPILE = CUSTOM_COMPILE_COMMAND="make lock" $(BIN)/pip-compile --quiet --generate-hashes --allow-unsafe --strip-extras \
 	--no-emit-index-url --no-emit-find-links
@@ -33,8 +34,8 @@ install: $(STAMP)
 lock:
 	@test -x $(BIN)/pip-compile || { $(PYTHON) -m venv $(VENV) && \
 	  $(BIN)/python -m pip install --quiet --require-hashes -r requirements-dev.txt; }
-	$(PIP_COMPILE) $(ARGS) --extra postgres -o requirements.txt pyproject.toml
-	$(PIP_COMPILE) $(ARGS) --extra postgres --extra dev -c requirements.txt -o requirements-dev.txt pyproject.toml
+	$(PIP_COMPILE) $(ARGS) --extra postgres --extra sentry -o requirements.txt pyproject.toml
+	$(PIP_COMPILE) $(ARGS) --extra postgres --extra sentry --extra dev -c requirements.txt -o requirements-dev.txt pyproject.toml
 
 # Programs some tests need from the system: Chromium (`chromium`, `chromium-browser` or
 # `google-chrome`) renders the operator pages headless; PostgreSQL's server (`pg_ctl` on PATH or
