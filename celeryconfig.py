@@ -1,8 +1,13 @@
 """Celery settings; the comment beside each says why it is here."""
 import os
 
-from integration import redis_tls
+from integration import redis_pool, redis_tls
+from workers import broker
 from workers.names import TASK_ROUTES
+
+# Every kombu connection of the process shares its Redis pool with the service's own client and
+# names its connections (workers/broker.py; docs/operations.md, *Connection budget*).
+broker.install()
 
 broker_url = os.environ["REDIS_URL"]  # resolved by workers.celery_app (embedded server if unset)
 # rediss:// (Heroku Redis, self-signed): one TLS policy for the broker, a result backend should
@@ -10,6 +15,10 @@ broker_url = os.environ["REDIS_URL"]  # resolved by workers.celery_app (embedded
 broker_use_ssl = redis_tls.ssl_options(broker_url)
 redis_backend_use_ssl = broker_use_ssl
 broker_connection_retry_on_startup = True  # wait for Redis at boot instead of crashing
+# Broker connections kept for publishing, per process. Their commands go through the process's
+# shared Redis pool (workers.broker), so more of them cost no Redis client, only kombu state;
+# a thread that finds them all in use waits for one (publishing takes a millisecond).
+broker_pool_limit = int(os.environ.get("BROKER_POOL_LIMIT", "2"))
 # Longer than any countdown or retry delay (capped at 600 s) plus task_time_limit, so Redis
 # does not redeliver a message that is merely waiting.
 broker_transport_options = {"visibility_timeout": 3600}
@@ -42,5 +51,7 @@ redbeat_key_prefix = os.environ.get("REDBEAT_KEY_PREFIX", "redbeat")
 # A beat that dies (say, with the broker) holds its lock until this expires, and no periodic
 # job runs meanwhile: 2.5 min by default; it must stay well above beat_max_loop_interval, the
 # rate at which a live beat refreshes it.
+# RedBeat's own client (it decodes responses, so it cannot share the pool): one connection.
+redbeat_redis_options = {"client_name": redis_pool.client_name("redbeat")}
 redbeat_lock_timeout = int(os.environ.get("REDBEAT_LOCK_TIMEOUT_S", "150"))
 beat_max_loop_interval = 5

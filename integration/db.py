@@ -1,6 +1,16 @@
-"""Engine and session factory. SQLite (WAL) by default, PostgreSQL in production."""
+"""Engine and session factory. SQLite (WAL) by default, PostgreSQL in production.
+
+On PostgreSQL each process keeps its own pool of at most DB_POOL_SIZE + DB_MAX_OVERFLOW
+connections, opened as they are first needed; a thread that finds them all in use waits up to
+DB_POOL_TIMEOUT_S for one. A process holds one connection per thread working in the database at
+once (a session at a time), so what a process type really opens is the smaller of that and its
+threads: docs/operations.md, *Connection budget*. Every connection carries the process's name
+as its `application_name` (integration.redis_pool.process_role), so `pg_stat_activity` says who
+holds it.
+"""
 from __future__ import annotations
 
+import os
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -8,6 +18,8 @@ from pathlib import Path
 from sqlalchemy import create_engine, event
 from sqlalchemy.engine import Engine
 from sqlalchemy.orm import Session, sessionmaker
+
+from .redis_pool import process_role
 
 _engines: dict[str, Engine] = {}
 
@@ -20,9 +32,27 @@ def get_engine(url: str) -> Engine:
     return engine
 
 
+def pool_options() -> dict[str, int | float]:
+    """DB_POOL_SIZE (4: a web process's threads), DB_MAX_OVERFLOW (0), DB_POOL_TIMEOUT_S (30)."""
+    def number(name: str, default: str) -> float:
+        return float(os.environ.get(name, "").strip() or default)
+
+    return {"pool_size": max(1, int(number("DB_POOL_SIZE", "4"))),
+            "max_overflow": max(0, int(number("DB_MAX_OVERFLOW", "0"))),
+            "pool_timeout": number("DB_POOL_TIMEOUT_S", "30")}
+
+
 def _make_engine(url: str) -> Engine:
     if not url.startswith("sqlite"):
-        return create_engine(url, pool_pre_ping=True, future=True)
+        engine = create_engine(url, pool_pre_ping=True, future=True, **pool_options())
+
+        @event.listens_for(engine, "do_connect")
+        def _name(dialect, conn_rec, cargs, cparams):
+            # Read at each connect: a forked Celery pool process names its own connections.
+            if url.startswith("postgresql"):
+                cparams.setdefault("application_name", f"rlm-loop:{process_role()}"[:63])
+
+        return engine
     path = url.split("///", 1)[-1]
     if path and path != ":memory:":
         Path(path).parent.mkdir(parents=True, exist_ok=True)

@@ -17,13 +17,12 @@ from datetime import datetime, timezone
 from pathlib import Path
 
 import click
-import redis
 from sqlalchemy import inspect as sql_inspect
 from sqlalchemy import select
 from sqlalchemy.engine import make_url
 from sqlalchemy.exc import ArgumentError, SQLAlchemyError
 
-from integration import maintenance, redis_tls
+from integration import maintenance, redis_pool
 from integration.context import Context
 from integration.db import get_engine, session_factory
 from integration.embedded_redis import ensure_redis_url, start_valkey, valkey_binary, wait_for_redis
@@ -49,6 +48,8 @@ DEV_VALKEY_PORT = 6380  # Procfile.dev's broker (6379 is left to any Redis alrea
 @click.group()
 def main() -> None:
     """RLM ⇄ Loop returns integration."""
+    if not redis_pool.role():
+        redis_pool.configure("cli")  # names its Redis and database connections
 
 
 # --- wiring (fresh on every command: tests run several in one process) ----------------------
@@ -70,7 +71,7 @@ def _context(settings: Settings, merchants: dict[str, Merchant], publish: bool =
         app.send_task(STEP_TASK_NAMES[step], args=[target_id])
 
     def limiter(merchant: Merchant) -> TokenBucket:
-        return TokenBucket(redis_tls.client(url), bucket_name("loop", merchant.loop_api_key),
+        return TokenBucket(redis_pool.client(url), bucket_name("loop", merchant.loop_api_key),
                            settings.loop_requests_per_minute)
 
     return Context(settings=settings, merchants=merchants,

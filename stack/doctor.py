@@ -10,7 +10,7 @@ import redis
 from sqlalchemy import inspect as sql_inspect
 from sqlalchemy import text
 
-from integration import redis_tls
+from integration import redis_pool
 from integration.context import Context
 from integration.db import get_engine
 from integration.embedded_redis import ensure_redis_url
@@ -105,7 +105,7 @@ def _check_redis(settings: Settings, checks: list[Check]) -> str | None:
                                 "(the first process starts one)"))
             return None
         url = f"redis://127.0.0.1:{port_file.read_text().strip()}/0"
-    client = redis_tls.client(url, socket_connect_timeout=2, socket_timeout=2)
+    client = redis_pool.client(url)
     try:
         waiting = {q: client.llen(q) for q in QUEUES}
     except redis.RedisError as exc:
@@ -140,7 +140,7 @@ def _check_processes(redis_url: str) -> list[Check]:
                             f"consumed by {', '.join(workers)}" if workers else
                             "no worker consumes it: start or scale the worker processes"))
     lock = f"{os.environ.get('REDBEAT_KEY_PREFIX', 'redbeat')}:lock"
-    beat = redis_tls.client(redis_url, socket_connect_timeout=2, socket_timeout=2).exists(lock)
+    beat = redis_pool.client(redis_url).exists(lock)
     checks.append(Check("beat", "ok" if beat else "FAIL", "running (holds the RedBeat lock)" if beat
                         else "no beat is running: receipts are not polled, nothing is swept"))
     return checks

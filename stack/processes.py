@@ -46,6 +46,9 @@ FAST_ENV = {
     "REDBEAT_LOCK_TIMEOUT_S": "15",
 }
 DATABASES = ("sqlite", "postgres")
+# As in the Procfile: no gossip (a Redis client per worker, for features the service does not
+# use) and no mingle (a start-up exchange with other workers about revoked tasks; none are).
+WORKER_FLAGS = ("--without-gossip", "--without-mingle")
 POSTGRES_DATABASE = "integration"
 # Connections this (driving) process may hold on the stack's database at once: the cached engine
 # of the migrations and checks, a chaos run's connection sampler, and one spare.
@@ -106,7 +109,7 @@ class Stack:
             for role, queues in (("worker", "periodic,default,erp"), ("loopworker", "loop")):
                 name = f"{role}{n + 1}"
                 self._spawn(name, celery + ["worker", "-Q", queues, "-c", str(self.worker_concurrency),
-                                            "-n", f"{name}@%h", "-l", "info"])
+                                            "-n", f"{name}@%h", *WORKER_FLAGS, "-l", "info"])
         self._spawn("beat", celery + ["beat", "-l", "info"])
         if self.flower:
             self._spawn("flower", celery + ["flower", f"--port={self.ports['flower']}", "--address=127.0.0.1"])

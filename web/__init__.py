@@ -6,7 +6,7 @@ import os
 
 from flask import Flask
 
-from integration import logs, redis_tls
+from integration import logs, redis_pool, redis_tls
 from integration.production import refuse_to_run_wrong
 from workers import runtime
 from workers.error_reporting import init_error_reporting
@@ -19,6 +19,8 @@ def create_app(test_config: dict | None = None) -> Flask:
     REDIS_URL."""
     app = Flask(__name__)
     given = test_config or {}
+    if not redis_pool.role():
+        redis_pool.configure("web")  # names its Redis and database connections
     settings = given.get("SETTINGS") or runtime.settings()
     # Before anything is opened or started (a SQLite file, an embedded Valkey).
     refuse_to_run_wrong(settings, lambda: given.get("MERCHANTS") or runtime.merchants(),

@@ -20,7 +20,7 @@ from prometheus_client.core import (
 )
 from sqlalchemy import func, select
 
-from integration import redis_tls
+from integration import redis_pool
 from integration.models import Return, WebhookEvent
 from workers import runtime
 from workers.names import QUEUES
@@ -43,8 +43,8 @@ def metrics():
 
 
 def _redis() -> redis.Redis:
-    url = current_app.config.get("REDIS_URL") or runtime.redis_url()
-    return redis_tls.client(url, socket_connect_timeout=2, socket_timeout=2)
+    """The process's shared client (integration.redis_pool), as /healthz and the relay use."""
+    return redis_pool.client(current_app.config.get("REDIS_URL") or runtime.redis_url())
 
 
 class _Collector:

@@ -3,12 +3,26 @@ from __future__ import annotations
 
 import sys
 
-from celery import Celery
+from celery import Celery, signals
 
+from integration import redis_pool
 from integration.production import refuse_to_run_wrong
 
 from . import observability, runtime  # noqa: F401  (observability: JSON logs and metrics via signals)
-from .error_reporting import init_error_reporting, process_name
+from .error_reporting import celery_role, init_error_reporting, process_name
+
+# Names on this process's Redis and database connections. A worker's main process consumes with
+# acknowledgements: kombu's restore of unacknowledged messages nests two commands, so its pool
+# holds two connections (integration.redis_pool); its pool processes publish and run one task
+# at a time, one connection each (set in each of them at start, below).
+_ROLE = redis_pool.role() or celery_role(sys.argv)  # the web, the CLI: already named
+if not redis_pool.role():
+    redis_pool.configure(_ROLE, connections=2 if "worker" in sys.argv else 1)
+
+
+@signals.worker_process_init.connect
+def _in_pool_process(**_):
+    redis_pool.configure(f"{_ROLE}-pool", connections=1)
 
 # Workers, beat and Flower all load this module: in production each refuses a wrong
 # configuration here, before the embedded Valkey could be started below.

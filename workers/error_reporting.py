@@ -20,6 +20,27 @@ def process_name(argv: list[str]) -> str:
     return "beat" if "beat" in argv else "flower" if "flower" in argv else "worker"
 
 
+def celery_role(argv: list[str]) -> str:
+    """The Procfile's name for a Celery process: beat, flower, or the worker's node name before
+    its `@` (`-n loopworker@%h` is `loopworker`), `worker` without one; `celery` for any other
+    Celery command (inspect, call)."""
+    if "beat" in argv or "flower" in argv:
+        return process_name(argv)
+    if "worker" not in argv:
+        return "celery"
+    for i, arg in enumerate(argv):
+        node = None
+        if arg in ("-n", "--hostname") and i + 1 < len(argv):
+            node = argv[i + 1]
+        elif arg.startswith("--hostname="):
+            node = arg.split("=", 1)[1]
+        elif arg.startswith("-n") and len(arg) > 2:
+            node = arg[2:]
+        if node and "@" in node:
+            return node.split("@", 1)[0] or "worker"
+    return "worker"
+
+
 def init_error_reporting(component: str, settings: Settings, merchants: dict[str, Merchant],
                          **options: Any) -> bool:
     """Start reporting to Sentry if SENTRY_DSN is set; True if it did. `options` go to

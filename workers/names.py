@@ -32,8 +32,11 @@ def publisher(redis_url: str):
     from celery import Celery
 
     from integration.redis_tls import ssl_options
+    from workers import broker
 
+    broker.install()  # its commands on the process's shared Redis pool, like the service's
     app = Celery("rlm-loop-publisher", broker=redis_url)
     app.conf.task_routes = TASK_ROUTES
     app.conf.broker_use_ssl = ssl_options(redis_url)
+    app.conf.broker_pool_limit = 1
     return app

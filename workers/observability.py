@@ -16,7 +16,7 @@ from celery import signals
 from sqlalchemy import select
 from sqlalchemy.exc import SQLAlchemyError
 
-from integration import logs, redis_tls
+from integration import logs, redis_pool
 from integration.models import Return, WebhookEvent
 
 from . import runtime
@@ -82,15 +82,9 @@ def _text(value: bytes | str) -> str:
     return value.decode() if isinstance(value, bytes) else value
 
 
-_store: MetricStore | None = None
-
-
 def store() -> MetricStore:
-    global _store
-    if _store is None:  # created lazily, so each prefork child has its own connection
-        _store = MetricStore(redis_tls.client(runtime.redis_url(), socket_timeout=2,
-                                                  socket_connect_timeout=2))
-    return _store
+    """On the process's shared client (integration.redis_pool): no connection of its own."""
+    return MetricStore(redis_pool.client(runtime.redis_url()))
 
 
 # --- logging -------------------------------------------------------------------------------

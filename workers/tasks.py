@@ -3,7 +3,6 @@ retry policy: back off on 5xx, timeouts, connection errors and 429; never retry 
 """
 from __future__ import annotations
 
-import functools
 import logging
 import os
 import random
@@ -12,7 +11,7 @@ import redis
 from sqlalchemy.exc import OperationalError
 from sqlalchemy.orm.exc import StaleDataError
 
-from integration import maintenance, pipeline, redis_tls, retention
+from integration import maintenance, pipeline, redis_pool, retention
 from integration.context import Context
 from integration.errors import RetryableError
 from integration.locks import single_run
@@ -56,11 +55,10 @@ def context() -> Context:
     return _context
 
 
-@functools.cache
 def _redis() -> redis.Redis:
-    """One client (and connection pool) per process for the limiter, the locks and the backlog
-    check; redis-py resets the pool itself in a forked child."""
-    return redis_tls.client(runtime.redis_url())
+    """The process's shared client (integration.redis_pool) for the limiter, the locks and the
+    backlog check: the same connection as the metrics and Celery's publishing."""
+    return redis_pool.client(runtime.redis_url())
 
 
 def _loop_limiter(merchant) -> TokenBucket:

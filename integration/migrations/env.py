@@ -5,6 +5,7 @@ from logging.config import fileConfig
 
 from alembic import context
 
+from integration import redis_pool
 from integration.db import get_engine
 from integration.merchants import load_merchants
 from integration.models import Base
@@ -21,6 +22,8 @@ def _database_url() -> str:
     if given:
         return str(given)
     # The release phase (`alembic upgrade head`): production refuses a wrong configuration.
+    if not redis_pool.role():
+        redis_pool.configure("release")  # its connection's application_name
     settings = load_settings()
     refuse_to_run_wrong(settings, load_merchants)
     return settings.database_url
