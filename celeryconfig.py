@@ -17,8 +17,9 @@ redis_backend_use_ssl = broker_use_ssl
 broker_connection_retry_on_startup = True  # wait for Redis at boot instead of crashing
 # Broker connections kept for publishing, per process. Their commands go through the process's
 # shared Redis pool (workers.broker), so more of them cost no Redis client, only kombu state;
-# a thread that finds them all in use waits for one (publishing takes a millisecond).
-broker_pool_limit = int(os.environ.get("BROKER_POOL_LIMIT", "2"))
+# a thread that finds them all in use waits for one (publishing takes a millisecond). At least 2:
+# asking the workers (Flower, `celery inspect`) holds one for the replies while publishing on another.
+broker_pool_limit = max(2, int(os.environ.get("BROKER_POOL_LIMIT", "2")))
 # Longer than any countdown or retry delay (capped at 600 s) plus task_time_limit, so Redis
 # does not redeliver a message that is merely waiting.
 broker_transport_options = {"visibility_timeout": 3600}

@@ -10,7 +10,7 @@ import os
 import socket
 import subprocess
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from pathlib import Path
 
 import redis
@@ -30,8 +30,10 @@ def free_port() -> int:
         return sock.getsockname()[1]
 
 
-def start_valkey(workdir: Path, port: int | None = None, *, persistence: bool = True) -> tuple[subprocess.Popen, str]:
-    """Start a server in the foreground of a child process; the caller owns its lifetime."""
+def start_valkey(workdir: Path, port: int | None = None, *, persistence: bool = True,
+                 extra_args: Sequence[str] = ()) -> tuple[subprocess.Popen, str]:
+    """Start a server in the foreground of a child process; the caller owns its lifetime.
+    `extra_args` go to the server as they are (e.g. `--maxclients 20`, a plan's limit)."""
     workdir.mkdir(parents=True, exist_ok=True)
     port = port or free_port()
     args = [valkey_binary(), "--port", str(port), "--bind", "127.0.0.1", "--dir", str(workdir),
@@ -39,6 +41,7 @@ def start_valkey(workdir: Path, port: int | None = None, *, persistence: bool = 
     if persistence:
         # Queued messages survive a restart: append-only file, fsync every second.
         args += ["--appendonly", "yes", "--appendfsync", "everysec"]
+    args += list(extra_args)
     proc = subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     url = f"redis://127.0.0.1:{port}/0"
     wait_for_redis(url, proc=proc)
@@ -47,8 +50,11 @@ def start_valkey(workdir: Path, port: int | None = None, *, persistence: bool = 
 
 def wait_for_redis(url: str, timeout: float = 15.0, proc: subprocess.Popen | None = None) -> None:
     client = redis_tls.client(url, socket_connect_timeout=0.5)
-    wait_until(client.ping, redis.RedisError, proc=proc, timeout=timeout, what=f"a Redis server at {url}",
-               interval=0.05)
+    try:
+        wait_until(client.ping, redis.RedisError, proc=proc, timeout=timeout,
+                   what=f"a Redis server at {url}", interval=0.05)
+    finally:
+        client.close()  # a client of a server with few slots (maxclients) must not linger
 
 
 def wait_until(probe: Callable[[], object], errors: type[Exception] | tuple[type[Exception], ...], *,
@@ -80,12 +86,15 @@ def ensure_redis_url(data_dir: Path) -> str:
         port_file = workdir / "port"
         if port_file.exists():
             url = f"redis://127.0.0.1:{port_file.read_text().strip()}/0"
+            probe = redis.Redis.from_url(url, socket_connect_timeout=0.5)
             try:
-                if redis.Redis.from_url(url, socket_connect_timeout=0.5).ping():
+                if probe.ping():
                     os.environ["REDIS_URL"] = url
                     return url
             except redis.RedisError:
                 pass
+            finally:
+                probe.close()
         proc, url = start_valkey(workdir)
         # Detached on purpose: the server outlives the process that happened to start it.
         port_file.write_text(url.rsplit(":", 1)[1].split("/")[0])

@@ -85,6 +85,8 @@ def _check_database(settings: Settings) -> list[Check]:
         return [Check("database", "FAIL", f"cannot connect to {where}: {type(exc).__name__}: {exc}")]
     head = ScriptDirectory.from_config(alembic_config(settings.database_url)).get_current_head()
     checks = [Check("database", "ok", f"connected to {where}")]
+    if not settings.database_url.startswith("sqlite"):
+        checks.append(_check_db_connections(settings.database_url))
     if current == head:
         checks.append(Check("schema", "ok", f"at migration {head}"))
     elif current is None and "returns" in tables:
@@ -120,7 +122,87 @@ def _check_redis(settings: Settings, checks: list[Check]) -> str | None:
     if policy not in (None, "noeviction"):
         checks.append(Check("redis policy", "FAIL", f"maxmemory-policy is {policy}: eviction silently "
                             "drops queued tasks; set it to noeviction"))
+    checks.append(_check_redis_clients(client))
     return url
+
+
+# Fewer free slots than this on Redis or PostgreSQL is a warning: a deploy (old and new processes
+# overlap for a moment), `heroku run` and a redis-cli session each need some.
+MIN_FREE = 3
+
+
+def _headroom(name: str, used: int, limit: int | None, what: str, by_process: str, where: str) -> Check:
+    breakdown = f" ({by_process})" if by_process else ""
+    if limit is None:
+        return Check(name, "ok", f"{used} {what} connected{breakdown}; limit unknown ({where}): "
+                     "check the plan's limit")
+    free = limit - used
+    status = "FAIL" if free <= 0 else "warn" if free < MIN_FREE or used > 0.85 * limit else "ok"
+    advice = {"ok": "", "warn": ": little headroom, see docs/operations.md, Connection budget",
+              "FAIL": ": at the limit, new connections are refused; see docs/operations.md, Connection budget"}
+    return Check(name, status, f"{used} of {limit} {what} in use, {free} free ({where}){breakdown}"
+                 + advice[status])
+
+
+def _summary(counts: dict[str, int]) -> str:
+    return ", ".join(f"{k} {v}" for k, v in sorted(counts.items(), key=lambda kv: (-kv[1], kv[0])))
+
+
+def _check_redis_clients(client) -> Check:
+    """connected_clients against maxclients, with the clients counted by process (their names)."""
+    try:
+        used = int(client.info("clients")["connected_clients"])
+    except (redis.RedisError, KeyError, ValueError) as exc:
+        return Check("redis clients", "warn", f"INFO clients refused: {exc}")
+    try:
+        limit: int | None = int(client.config_get("maxclients")["maxclients"])
+        where = "maxclients"
+    except (redis.RedisError, KeyError, ValueError, TypeError):
+        limit, where = None, "the server refuses CONFIG GET maxclients"
+    counts: dict[str, int] = {}
+    try:
+        for c in client.client_list():
+            name = c.get("name") or ""
+            key = name.split(":")[1] if name.startswith("rlm-loop:") and name.count(":") >= 2 else "other"
+            counts[key] = counts.get(key, 0) + 1
+    except redis.RedisError:
+        pass  # CLIENT LIST may be refused too; the total is what counts
+    return _headroom("redis clients", used, limit, "clients", _summary(counts), where)
+
+
+def _check_db_connections(url: str) -> Check:
+    """PostgreSQL's slots for this login: the tightest of the server's (max_connections less the
+    superuser reserve, for a login without superuser rights), the role's and the database's
+    connection limits, against the connections open right now."""
+    query = text("""
+        SELECT current_setting('max_connections')::int,
+               current_setting('superuser_reserved_connections')::int,
+               coalesce(current_setting('reserved_connections', true), '0')::int,
+               r.rolsuper, r.rolconnlimit, d.datconnlimit,
+               (SELECT count(*) FROM pg_stat_activity WHERE backend_type = 'client backend'),
+               (SELECT count(*) FROM pg_stat_activity WHERE usename = current_user),
+               (SELECT count(*) FROM pg_stat_activity WHERE datname = current_database())
+        FROM pg_roles r, pg_database d
+        WHERE r.rolname = current_user AND d.datname = current_database()""")
+    try:
+        with get_engine(url).connect() as conn:
+            (max_conn, su_reserved, reserved, superuser, role_limit, db_limit,
+             total, mine, in_db) = conn.execute(query).one()
+            by_app: dict[str, int] = dict(conn.execute(text(
+                "SELECT coalesce(nullif(application_name, ''), 'other'), count(*) FROM pg_stat_activity "
+                "WHERE usename = current_user GROUP BY 1")).all())
+    except Exception as exc:  # a view or setting this plan hides: say so, do not fail
+        return Check("database connections", "warn", f"cannot read the connection limits: {type(exc).__name__}")
+    server = max_conn - (0 if superuser else su_reserved + reserved)
+    options = [(server - total, total, server,
+                f"max_connections {max_conn}" + ("" if superuser else f" less {su_reserved + reserved} reserved"))]
+    if role_limit is not None and role_limit >= 0:
+        options.append((role_limit - mine, mine, role_limit, "this login's connection limit"))
+    if db_limit is not None and db_limit >= 0:
+        options.append((db_limit - in_db, in_db, db_limit, "the database's connection limit"))
+    _, used, limit, where = min(options)
+    counts = {name.removeprefix("rlm-loop:"): n for name, n in by_app.items()}
+    return _headroom("database connections", used, limit, "connections", _summary(counts), where)
 
 
 def _check_processes(redis_url: str) -> list[Check]:

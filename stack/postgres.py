@@ -52,6 +52,7 @@ class PostgresCluster:
     root: Path
     port: int = field(default_factory=free_port)
     max_connections: int = 200
+    superuser_reserved_connections: int = 3  # PostgreSQL's default
     _admin: Engine | None = None
 
     @property
@@ -62,8 +63,8 @@ class PostgresCluster:
     def log_path(self) -> Path:
         return self.root / "postgres.log"
 
-    def url(self, database: str) -> str:
-        return f"postgresql+psycopg://{SUPERUSER}@127.0.0.1:{self.port}/{database}"
+    def url(self, database: str, user: str = SUPERUSER) -> str:
+        return f"postgresql+psycopg://{user}@127.0.0.1:{self.port}/{database}"
 
     def _run(self, *args: str) -> str:
         done = subprocess.run(_as_owner() + [str(self.bindir / args[0]), *args[1:]], cwd=self.root,
@@ -79,7 +80,8 @@ class PostgresCluster:
         self._run("initdb", "-D", str(self.data), "-U", SUPERUSER, "--auth=trust", "-E", "UTF8",
                   "--no-locale", "--no-sync")
         options = (f"-p {self.port} -k {self.root} -c listen_addresses=127.0.0.1 {FAST_OPTIONS} "
-                   f"-c max_connections={self.max_connections}")
+                   f"-c max_connections={self.max_connections} "
+                   f"-c superuser_reserved_connections={self.superuser_reserved_connections}")
         # pg_ctl starts the server in a session of its own: a Ctrl-C in the terminal reaches us,
         # and we stop it, rather than the server directly.
         self._run("pg_ctl", "-D", str(self.data), "-l", str(self.log_path), "-w", "-o", options, "start")
@@ -101,10 +103,14 @@ class PostgresCluster:
                     pass
             shutil.rmtree(self.root, ignore_errors=True)
 
-    def create_database(self, name: str) -> str:
+    def create_database(self, name: str, owner: str | None = None) -> str:
+        """A database; with `owner`, also that role (a login without superuser rights, as a
+        hosted plan's), which owns the database and is who the URL returned connects as."""
         with self._admin.connect() as conn:
-            conn.execute(text(f'CREATE DATABASE "{name}"'))
-        return self.url(name)
+            if owner:
+                conn.execute(text(f'CREATE ROLE "{owner}" LOGIN NOSUPERUSER'))
+            conn.execute(text(f'CREATE DATABASE "{name}"' + (f' OWNER "{owner}"' if owner else "")))
+        return self.url(name, owner or SUPERUSER)
 
     def version(self) -> str:
         with self._admin.connect() as conn:
@@ -115,6 +121,14 @@ class PostgresCluster:
         with self._admin.connect() as conn:
             return conn.execute(text("SELECT count(*) FROM pg_stat_activity "
                                      "WHERE backend_type = 'client backend'")).scalar()
+
+    def connections_by_application(self, user: str) -> dict[str, int]:
+        """`user`'s open connections by application_name (the service names each process)."""
+        with self._admin.connect() as conn:
+            rows = conn.execute(text("SELECT application_name, count(*) FROM pg_stat_activity "
+                                     "WHERE backend_type = 'client backend' AND usename = :u "
+                                     "GROUP BY application_name"), {"u": user}).all()
+        return {name or "(unnamed)": n for name, n in rows}
 
     def __enter__(self) -> "PostgresCluster":
         try:

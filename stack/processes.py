@@ -50,6 +50,8 @@ DATABASES = ("sqlite", "postgres")
 # use) and no mingle (a start-up exchange with other workers about revoked tasks; none are).
 WORKER_FLAGS = ("--without-gossip", "--without-mingle")
 POSTGRES_DATABASE = "integration"
+APP_ROLE = "rlm_loop"  # the service's login with db_connection_limit: no superuser rights
+SUPERUSER_RESERVED = 3  # PostgreSQL's default superuser_reserved_connections
 # Connections this (driving) process may hold on the stack's database at once: the cached engine
 # of the migrations and checks, a chaos run's connection sampler, and one spare.
 DRIVER_CONNECTIONS = 3
@@ -67,6 +69,12 @@ class Stack:
     database: str = "sqlite"  # sqlite: a file in the workdir | postgres: a throwaway cluster
     web_processes: int = 2
     web_threads: int = 4
+    # A hosted plan's limits, to run the stack inside them: the Redis server's maxclients, and
+    # the PostgreSQL connections the service may open (it then connects as a role without
+    # superuser rights, APP_ROLE, as on a hosted plan; the superuser keeps its reserved slots
+    # for the driver's own checks). None: room for everything, as before.
+    redis_maxclients: int | None = None
+    db_connection_limit: int | None = None
     extra_env: dict[str, str] = field(default_factory=dict)
     procs: dict[str, subprocess.Popen] = field(default_factory=dict)
     commands: dict[str, list[str]] = field(default_factory=dict)
@@ -76,6 +84,7 @@ class Stack:
     restarts: dict[str, int] = field(default_factory=dict)
     postgres: PostgresCluster | None = None
     _postgres_link: Path | None = None
+    _database_url: str = ""
     _stopping: threading.Event = field(default_factory=threading.Event)
     _paused: set[str] = field(default_factory=set)
 
@@ -146,9 +155,16 @@ class Stack:
             raise RuntimeError("PostgreSQL not found (pg_ctl on PATH or in /usr/lib/postgresql/*/bin; "
                                "Debian: apt-get install postgresql)")
         root, self._postgres_link = cluster_root(self.workdir)
-        self.postgres = PostgresCluster(bindir, root, max_connections=self.max_db_connections())
+        limited = self.db_connection_limit is not None
+        # With a limit, the service's role gets exactly that many slots: PostgreSQL keeps the
+        # reserved ones for superusers (the driver's samplers), as a hosted plan keeps its own.
+        slots = (self.db_connection_limit + SUPERUSER_RESERVED if self.db_connection_limit is not None
+                 else self.max_db_connections())
+        self.postgres = PostgresCluster(bindir, root, max_connections=slots,
+                                        superuser_reserved_connections=SUPERUSER_RESERVED)
         self.postgres.start()
-        self.postgres.create_database(POSTGRES_DATABASE)
+        self._database_url = self.postgres.create_database(POSTGRES_DATABASE,
+                                                           owner=APP_ROLE if limited else None)
 
     def database_label(self) -> str:
         """Which database the stack runs on, for reports."""
@@ -157,8 +173,12 @@ class Stack:
         return (f"postgres (PostgreSQL {self.postgres.version()}, port {self.postgres.port}, "
                 f"max_connections {self.postgres.max_connections})")
 
+    def valkey_args(self) -> list[str]:
+        return ["--maxclients", str(self.redis_maxclients)] if self.redis_maxclients else []
+
     def _start_valkey(self) -> None:
-        proc, self.redis_url = start_valkey(self.workdir / "valkey", self.ports["valkey"])
+        proc, self.redis_url = start_valkey(self.workdir / "valkey", self.ports["valkey"],
+                                            extra_args=self.valkey_args())
         self.procs["valkey"] = proc
         if self.capture_broker:
             threading.Thread(target=self._capture_broker, daemon=True).start()
@@ -179,7 +199,7 @@ class Stack:
         env = dict(os.environ)
         env.update({
             "DATA_DIR": str(self.workdir),
-            "DATABASE_URL": (self.postgres.url(POSTGRES_DATABASE) if self.postgres else
+            "DATABASE_URL": (self._database_url if self.postgres else
                              env.get("STACK_DATABASE_URL") or f"sqlite:///{self.workdir / 'integration.db'}"),
             "REDIS_URL": self.redis_url,
             "LOOP_BASE_URL": self.url("loop"),
@@ -258,7 +278,8 @@ class Stack:
         proc.terminate()
         proc.wait(timeout=15)
         time.sleep(down_s)
-        self.procs["valkey"], _ = start_valkey(self.workdir / "valkey", self.ports["valkey"])
+        self.procs["valkey"], _ = start_valkey(self.workdir / "valkey", self.ports["valkey"],
+                                               extra_args=self.valkey_args())
 
     # --- stopping ----------------------------------------------------------------------------
     def stop_process(self, name: str, sig: int = signal.SIGTERM, timeout: float = 25.0) -> None:

@@ -38,5 +38,7 @@ def publisher(redis_url: str):
     app = Celery("rlm-loop-publisher", broker=redis_url)
     app.conf.task_routes = TASK_ROUTES
     app.conf.broker_use_ssl = ssl_options(redis_url)
-    app.conf.broker_pool_limit = 1
+    # Asking the workers (`inspect`, doctor) holds one pooled connection for the replies while
+    # it publishes the question on another: one alone would wait for itself forever.
+    app.conf.broker_pool_limit = 2
     return app
