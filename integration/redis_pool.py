@@ -39,7 +39,7 @@ HEALTH_CHECK_INTERVAL_S = 25  # as kombu's: a connection idle longer is PINGed b
 
 def configure(role: str, connections: int | None = None) -> None:
     """Name this process (`web`, `worker`, `loopworker-pool`, `beat`, `cli`, ...) for its
-    connections, and how many its pool may hold when REDIS_POOL_SIZE does not say."""
+    connections, and how many its pool needs at least (REDIS_POOL_SIZE may only raise it)."""
     _role["name"] = role
     if connections is not None:
         _connections["n"] = connections
@@ -67,10 +67,10 @@ def client_name(purpose: str) -> str:
 
 
 def pool_size() -> int:
+    """REDIS_POOL_SIZE, never below what the process needs (2 in a worker's main process)."""
+    needed = _connections["n"] or 1
     raw = os.environ.get("REDIS_POOL_SIZE", "").strip()
-    if raw:
-        return max(1, int(raw))
-    return _connections["n"] or 1
+    return max(needed, int(raw)) if raw else needed
 
 
 def _pool_timeout() -> float:
