@@ -258,8 +258,8 @@ def _react_to_loop_state(ret: Return, state: str) -> None:
     ours = ret.loop_action_claimed_at is not None
     if _our_call_finished_after_all(ret, state):
         ret.attention_reason = ret.attention_step = None
-        lc.transition(ret, lc.LOOP_ACTIONED, f"Loop shows the return {state}: our "
-                      f"{ret.decision} call was done after all", "the RMA will be closed")
+        lc.transition(ret, lc.LOOP_ACTIONED, f"Loop shows the return {state}",
+                      f"our {ret.decision} call was done after all; the RMA will be closed")
         return
     if state in ("cancelled", "expired"):
         if ret.state in (lc.RECEIVED, lc.RMA_CREATED, lc.TRANSMITTED):
@@ -569,8 +569,11 @@ def _after_call(ctx: Context, loop, merchant: Merchant, snap: Return, *, accepte
         ret.loop_state = loop_shows or ret.loop_state
         if action == rules.FLAG:
             ret.decision_detail = {**(ret.decision_detail or {}), "note_posted": True}
-        text = _ACTION_TEXT[action] if accepted else _UNCLEAR_TEXT
-        lc.transition(ret, lc.LOOP_ACTIONED, text, ret.loop_note if accepted else action)
+        if accepted:
+            lc.transition(ret, lc.LOOP_ACTIONED, _ACTION_TEXT[action], ret.loop_note)
+        else:
+            lc.transition(ret, lc.LOOP_ACTIONED, _UNCLEAR_TEXT,
+                          f"{action} not sent again; waiting for Loop to show the outcome")
         if action in ASYNC_ACTIONS and ret.loop_state != "closed":
             # The close step waits for `return.closed` (or a processing failure), and reads
             # Loop on this schedule should neither webhook come.
@@ -586,7 +589,7 @@ _ACTION_TEXT = {
     rules.FLAG: "flagged in Loop with a note",
     rules.CLOSE: "closed in Loop (expired)",
 }
-_UNCLEAR_TEXT = "sent to Loop, answer lost: not sent again; waiting for Loop to show the outcome"
+_UNCLEAR_TEXT = "sent to Loop, answer lost"  # the detail says what happens next
 
 
 def settle_s(ctx: Context) -> float:

@@ -98,6 +98,10 @@ class Figures:
     past_deadline: int = 0  # the most returns seen at once waiting past their own deadline
     parked_then_retried: int = 0
     processing_failures: int = 0
+    # From our timelines: Loop calls applied but answered ambiguously, and what became of them.
+    answers_lost: int = 0
+    outcome_unknown_parked: int = 0
+    resend_confirmed: int = 0
     faults: dict = field(default_factory=dict)
     disruptions: list[str] = field(default_factory=list)
     elapsed_s: float = 0.0
@@ -138,6 +142,10 @@ class Figures:
             f"waiting past their own deadline        {self.past_deadline} (must be 0)",
             f"parked, retried by the operator        {self.parked_then_retried}",
             f"Loop processing failures (webhooks)    {self.processing_failures}",
+            f"process calls answered ambiguously     {self.answers_lost}  returns; waited for, never re-sent"
+            f" on our own",
+            f"  of them parked 'outcome unknown'     {self.outcome_unknown_parked}",
+            f"re-sends confirmed by the operator     {self.resend_confirmed}",
             f"RLM calls answered with a fault        {self.faults.get('rlm', 0)} of {self.faults.get('rlm_calls', 0)}"
             f" ({self.rlm_fault_share:.0%}, must be at least 10%)",
             f"Loop calls faulted (before or after)   {self.faults.get('loop', 0)}",
@@ -320,6 +328,7 @@ def _drive_under_chaos(stack: Stack, rng: random.Random, fig: Figures, count: in
         if "Loop action" in row["actual"]:
             fig.loop_actions_wrong.append(t.loop_id)
     fig.stuck_events = _stuck_events(stack)
+    _count_ambiguous_answers(stack, fig)
     check_ledgers(stack, demo, tracked, fig)
 
 
@@ -404,6 +413,20 @@ def _sample_deadlines(stack: Stack, fig: Figures, done: threading.Event) -> None
 def _ras(stack: Stack, loop_id: str) -> int:
     stats = requests.get(f"{stack.url('rlm')}/_sim/stats", timeout=10).json()
     return ras_for(stats, loop_id)
+
+
+def _count_ambiguous_answers(stack: Stack, fig: Figures) -> None:
+    """Returns whose process call's answer was lost, parked for an unknown outcome, and re-sent
+    after an operator's retry (from the timelines: what our side did about it)."""
+    engine = get_engine(stack.env["DATABASE_URL"])
+    counts = {"lost": "cause = 'sent to Loop, answer lost'",
+              "parked": "to_state = 'needs_attention' and detail like 'outcome of the % call unknown%'",
+              "resent": "cause = 're-send confirmed by an operator'"}
+    with engine.connect() as conn:
+        found = {k: conn.execute(text(f"select count(distinct return_id) from timeline where {where}")).scalar()
+                 for k, where in counts.items()}
+    fig.answers_lost, fig.outcome_unknown_parked, fig.resend_confirmed = (
+        found["lost"] or 0, found["parked"] or 0, found["resent"] or 0)
 
 
 def _stuck_events(stack: Stack) -> int:
