@@ -416,8 +416,9 @@ def _ras(stack: Stack, loop_id: str) -> int:
 
 
 def _count_ambiguous_answers(stack: Stack, fig: Figures) -> None:
-    """Returns whose process call's answer was lost, parked for an unknown outcome, and re-sent
-    after an operator's retry (from the timelines: what our side did about it)."""
+    """From the timelines: returns whose process call's answer was lost, those parked for an
+    unknown outcome, and those whose re-send an operator confirmed by a retry at the Loop step
+    (after an unknown outcome or a processing failure; nothing is sent if Loop shows it done)."""
     engine = get_engine(stack.env["DATABASE_URL"])
     counts = {"lost": "cause = 'sent to Loop, answer lost'",
               "parked": "to_state = 'needs_attention' and detail like 'outcome of the % call unknown%'",
