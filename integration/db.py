@@ -45,11 +45,10 @@ def pool_options() -> dict[str, int | float]:
 def _make_engine(url: str) -> Engine:
     if not url.startswith("sqlite"):
         engine = create_engine(url, pool_pre_ping=True, future=True, **pool_options())
-
-        @event.listens_for(engine, "do_connect")
-        def _name(dialect, conn_rec, cargs, cparams):
-            # Read at each connect: a forked Celery pool process names its own connections.
-            if url.startswith("postgresql"):
+        if url.startswith("postgresql"):
+            @event.listens_for(engine, "do_connect")
+            def _name(dialect, conn_rec, cargs, cparams):
+                # Read at each connect: a forked Celery pool process names its own connections.
                 cparams.setdefault("application_name", f"rlm-loop:{process_role()}"[:63])
 
         return engine
