@@ -46,13 +46,16 @@ def reachable_by_server(path: Path) -> bool:
     return subprocess.run(_as_owner() + ["test", "-x", str(path)], capture_output=True).returncode == 0
 
 
+SUPERUSER_RESERVED = 3  # PostgreSQL's default superuser_reserved_connections
+
+
 @dataclass
 class PostgresCluster:
     bindir: Path
     root: Path
     port: int = field(default_factory=free_port)
     max_connections: int = 200
-    superuser_reserved_connections: int = 3  # PostgreSQL's default
+    superuser_reserved_connections: int = SUPERUSER_RESERVED
     _admin: Engine | None = None
 
     @property

@@ -24,7 +24,7 @@ from integration import db
 from integration.embedded_redis import free_port, start_valkey, wait_until
 from integration.loop_client import LoopClient
 
-from .postgres import PostgresCluster, cluster_root, find_bindir
+from .postgres import SUPERUSER_RESERVED, PostgresCluster, cluster_root, find_bindir
 
 ROOT = Path(__file__).resolve().parent.parent
 FIXED_PORTS = {"web": 8000, "loop": 8001, "rlm": 8002, "flower": 5555}
@@ -51,7 +51,6 @@ DATABASES = ("sqlite", "postgres")
 WORKER_FLAGS = ("--without-gossip", "--without-mingle")
 POSTGRES_DATABASE = "integration"
 APP_ROLE = "rlm_loop"  # the service's login with db_connection_limit: no superuser rights
-SUPERUSER_RESERVED = 3  # PostgreSQL's default superuser_reserved_connections
 # Connections this (driving) process may hold on the stack's database at once: the cached engine
 # of the migrations and checks, a chaos run's connection sampler, and one spare.
 DRIVER_CONNECTIONS = 3
@@ -141,8 +140,7 @@ class Stack:
         tasks = self.workers * 2 * self.worker_concurrency
         beat = 1
         clients = web + tasks + beat + DRIVER_CONNECTIONS
-        superuser_reserved = 3
-        return 2 * clients + superuser_reserved
+        return 2 * clients + SUPERUSER_RESERVED
 
     def _start_database(self) -> None:
         """With `database="postgres"`: a throwaway cluster under the workdir, before any process."""
@@ -160,8 +158,7 @@ class Stack:
         # reserved ones for superusers (the driver's samplers), as a hosted plan keeps its own.
         slots = (self.db_connection_limit + SUPERUSER_RESERVED if self.db_connection_limit is not None
                  else self.max_db_connections())
-        self.postgres = PostgresCluster(bindir, root, max_connections=slots,
-                                        superuser_reserved_connections=SUPERUSER_RESERVED)
+        self.postgres = PostgresCluster(bindir, root, max_connections=slots)
         self.postgres.start()
         self._database_url = self.postgres.create_database(POSTGRES_DATABASE,
                                                            owner=APP_ROLE if limited else None)
