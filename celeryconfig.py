@@ -1,7 +1,7 @@
 """Celery settings; the comment beside each says why it is here."""
 import os
 
-from integration import redis_pool, redis_tls
+from integration.infra import redis_pool, redis_tls
 from workers import broker
 from workers.names import TASK_ROUTES
 

@@ -8,7 +8,7 @@ import sys
 import tempfile
 import time
 import traceback
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 
 from .common import ROOT, Result, machine
@@ -62,7 +62,7 @@ def main(argv: list[str] | None = None) -> int:
     # Every benchmark's temporary directory goes under one per run, removed at the end.
     run_dir = tempfile.mkdtemp(prefix="bench-run-")
     tempfile.tempdir = run_dir
-    started_at = datetime.now(timezone.utc)
+    started_at = datetime.now(UTC)
     started = time.monotonic()
     host = machine()
     command = "make bench" + (f" ARGS=\"{' '.join(sys.argv[1:])}\"" if sys.argv[1:] else "")

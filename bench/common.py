@@ -7,7 +7,7 @@ import platform
 import subprocess
 import time
 from dataclasses import dataclass, field
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -135,7 +135,7 @@ def open_return_rows(count: int, first: int = 0, merchant: str = "demo",
     """Returns number `first`.. `first + count - 1` waiting for goods, as `create_rma` and
     `transmit_rma` leave them: an RA of two lines (2 + 1 units), transmitted, expiring in 30
     days. Return n has RMA number RMA_START + n."""
-    now = now or datetime.now(timezone.utc)
+    now = now or datetime.now(UTC)
     rows = []
     for n in range(first, first + count):
         rma = RMA_START + n
@@ -169,8 +169,8 @@ def fill_open_returns(database_url: str, count: int, **kwargs) -> float:
     """Bulk-insert `count` open returns (in batches, one transaction each); seconds taken."""
     from sqlalchemy import insert
 
-    from integration.db import get_engine
-    from integration.models import Return
+    from integration.store.db import get_engine
+    from integration.store.models import Return
 
     started = time.monotonic()
     engine = get_engine(database_url)

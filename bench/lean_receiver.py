@@ -18,10 +18,10 @@ import json
 
 from flask import Blueprint, current_app, jsonify, request
 
-from integration.events import dedupe_key
-from integration.inbox import _SQLITE_WRITER
-from integration.models import utcnow
-from integration.signature import verify
+from integration.loop.signature import verify
+from integration.loop.webhooks import dedupe_key
+from integration.store.inbox import _SQLITE_WRITER
+from integration.store.models import utcnow
 
 bp = Blueprint("bench_lean", __name__)
 

@@ -21,7 +21,7 @@ import threading
 import time
 from pathlib import Path
 
-from integration.signature import sign
+from integration.loop.signature import sign
 
 FIXTURE = Path(__file__).resolve().parent.parent / "tests" / "fixtures" / "loop" / "return__created.json"
 

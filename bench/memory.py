@@ -17,7 +17,7 @@ from __future__ import annotations
 import tempfile
 import threading
 import time
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 from sqlalchemy import insert, select, text, update
@@ -43,12 +43,12 @@ class Sampler:
         self.every_s = every_s
         self.peaks: dict[str, dict[int, int]] = {n: {} for n in names}  # KiB, per pid
         self.mains: dict[str, int] = {}
-        self.concurrent: dict[str, int] = {n: 0 for n in names}  # largest simultaneous RSS sum
-        self.concurrent_pss: dict[str, int] = {n: 0 for n in names}  # the same in PSS
+        self.concurrent: dict[str, int] = dict.fromkeys(names, 0)  # largest simultaneous RSS sum
+        self.concurrent_pss: dict[str, int] = dict.fromkeys(names, 0)  # the same in PSS
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, daemon=True)
 
-    def __enter__(self) -> "Sampler":
+    def __enter__(self) -> Sampler:
         self._thread.start()
         return self
 
@@ -91,14 +91,14 @@ class Sampler:
 def _fill(database_url: str) -> float:
     """10,000 returns waiting for goods; 1,000 of them partly received (first receipt an hour
     ago, so still inside the 72-hour grace period), with their receipts."""
-    from integration.db import get_engine
-    from integration.models import Receipt, Return
+    from integration.store.db import get_engine
+    from integration.store.models import Receipt, Return
 
     started = time.monotonic()
-    then = datetime.now(timezone.utc) - timedelta(days=2)
+    then = datetime.now(UTC) - timedelta(days=2)
     fill_open_returns(database_url, WAITING, now=then)
     engine = get_engine(database_url)
-    first = datetime.now(timezone.utc) - timedelta(hours=1)
+    first = datetime.now(UTC) - timedelta(hours=1)
     with engine.begin() as conn:
         ids = [r[0] for r in conn.execute(select(Return.id, Return.rma_number).order_by(Return.id)
                                           .limit(PARTIAL))]

@@ -26,9 +26,9 @@ def main() -> None:
     os.environ.update(DATABASE_URL=database_url, REDIS_URL=redis_url, LOOP_WEBHOOK_SECRET="phases",
                       BENCH_BASELINE="1")
     import web
-    from integration.events import dedupe_key, parse_event
-    from integration.inbox import insert_event
-    from integration.signature import verify
+    from integration.loop.signature import verify
+    from integration.loop.webhooks import dedupe_key, parse_event
+    from integration.store.inbox import insert_event
     from workers.tasks import enqueue, publish_events
 
     from .loadgen import bodies

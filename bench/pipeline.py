@@ -19,13 +19,13 @@ import re
 import tempfile
 import time
 from collections import Counter
-from datetime import datetime
+from datetime import UTC, datetime
 from pathlib import Path
 
 import requests
 from sqlalchemy import create_engine, text
 
-from integration.mapping import rma_ref
+from integration.workflow.mapping import rma_ref
 from stack.demo import Demo, Scenario
 from stack.processes import Stack
 
@@ -139,9 +139,8 @@ def _ts(value) -> float:
     if isinstance(value, str):
         value = datetime.fromisoformat(value)
     if value.tzinfo is None:  # SQLite hands back naive UTC
-        from datetime import timezone
 
-        value = value.replace(tzinfo=timezone.utc)
+        value = value.replace(tzinfo=UTC)
     return value.timestamp()
 
 

@@ -3,13 +3,13 @@
 For each size, a fresh SQLite database holds N returns waiting for goods (`transmitted`, an RA
 of two lines each, bulk-inserted), and one RLM sandbox (its own process, with 150 ms added to
 every API call as in the pipeline benchmark) holds the same fixed set of new receipts against
-RAs spread evenly over those N. One cycle is `integration.pipeline.poll_receipts(ctx, "demo")`,
+RAs spread evenly over those N. One cycle is `integration.workflow.pipeline.poll_receipts(ctx, "demo")`,
 what beat's `rlm.poll_receipts` runs: it reads RLM's receipt feed from its cursor, stores the
 new receipts and enqueues a decision for each return that got one (the enqueue is recorded,
 not sent). We count the RLM requests the sandbox saw, and the cycle's CPU time in this
 process (the sandbox's own work excluded) and wall time, best of three runs.
 
-The sweep (`integration.maintenance.sweep`, every SWEEP_INTERVAL_S) also walks the open
+The sweep (`integration.workflow.maintenance.sweep`, every SWEEP_INTERVAL_S) also walks the open
 returns; it is timed the same way for reference.
 """
 from __future__ import annotations
@@ -21,21 +21,21 @@ import subprocess
 import sys
 import tempfile
 import time
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import requests
 from sqlalchemy import delete, event, text, update
 
-from integration.context import Context
-from integration.db import get_engine, session_factory
-from integration.embedded_redis import free_port
+from integration.infra.embedded_redis import free_port
 from integration.merchants import demo_merchant_config, parse_merchants
-from integration.models import FeedCursor, Receipt, Return, create_all
 from integration.settings import load_settings
+from integration.store.db import get_engine, session_factory
+from integration.store.models import FeedCursor, Receipt, Return, create_all
+from integration.workflow.context import Context
 from stack.processes import wait_http
 
-from .common import ROOT, RMA_START, Result, Row, fill_open_returns
+from .common import RMA_START, ROOT, Result, Row, fill_open_returns
 
 SIZES = (1_000, 10_000, 100_000)
 NEW_RECEIPTS = 250  # a busy poll interval's worth; 3 feed pages of 100
@@ -102,7 +102,7 @@ def _database(workdir: Path, size: int, ra_numbers: list[int]) -> tuple[str, flo
     engine = get_engine(url)
     create_all(engine)
     # Waiting for days, as open RMAs do (so the sweep's age filters do not skip them).
-    then = datetime.now(timezone.utc) - timedelta(days=3)
+    then = datetime.now(UTC) - timedelta(days=3)
     took = fill_open_returns(url, size, now=then)
     step = size // len(ra_numbers)
     with engine.begin() as conn:
@@ -163,8 +163,8 @@ def query_plans(database_url: str) -> dict[str, str]:
 
 
 def run(sizes=SIZES, new_receipts: int = NEW_RECEIPTS, repeats: int = 3, progress=print) -> dict:
-    from integration.maintenance import sweep
-    from integration.pipeline import poll_receipts
+    from integration.workflow.maintenance import sweep
+    from integration.workflow.pipeline import poll_receipts
 
     workdir = Path(tempfile.mkdtemp(prefix="bench-polling-"))
     rlm = RlmSandbox(workdir)

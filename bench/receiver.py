@@ -28,7 +28,7 @@ from pathlib import Path
 import redis
 from sqlalchemy import create_engine, text
 
-from integration.embedded_redis import free_port, start_valkey
+from integration.infra.embedded_redis import free_port, start_valkey
 from stack.processes import wait_http
 from stack.schema import migrate
 from workers.names import QUEUES

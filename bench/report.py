@@ -81,7 +81,7 @@ def recommendations(by_name: dict[str, Result]) -> list[str]:
         routes = x["loop"]["by_route"]
         details = sum(v for k, v in routes.items() if "details" in k)
         out += [
-            "### Pipeline (`workers/names.py`, `integration/pipeline.py`)",
+            "### Pipeline (`workers/names.py`, `integration/workflow/pipeline.py`)",
             "",
             f"1. **Each return costs {x['loop']['total'] / x['completed']:.2f} Loop calls**: "
             f"`act_in_loop` reads the return ({details} `details` calls) before it processes it. The "
@@ -119,8 +119,8 @@ def _receiver(x: dict) -> list[str]:
         f"caps throughput at {now['rps'] / now_base['rps']:.2f} of the baseline on 2 cores.",
         "",
         "In place already, so not recommended again: `LoopEventSchema` built once "
-        "(`integration/events.py`); the inbox row stored with one cached Core `INSERT .. ON CONFLICT "
-        "DO NOTHING RETURNING id` (`integration/inbox.py`); the broker message sent after the commit "
+        "(`integration/loop/webhooks.py`); the inbox row stored with one cached Core `INSERT .. ON CONFLICT "
+        "DO NOTHING RETURNING id` (`integration/store/inbox.py`); the broker message sent after the commit "
         "by a relay thread in each process, several rows to a message (`web/relay.py`)."
         + _step_costs(x.get("phases") or {}),
         "",
@@ -149,7 +149,7 @@ def _p99(at80: dict) -> str:
     text = f"p99 at 80% of the maximum: {_ms(at80['p99'])}, with p50 {_ms(at80['p50'])}. "
     writers = ("the receiver's writers queue for SQLite's single write lock (threads on a "
                "`threading.Lock`, the two gunicorn processes on a file lock beside the database, "
-               "`integration/inbox.py`) and are woken in turn instead of sleeping in SQLite's busy "
+               "`integration/store/inbox.py`) and are woken in turn instead of sleeping in SQLite's busy "
                "handler (1, 2, 5, ... up to 100 ms per try)")
     if at80["p99"] < 0.050:
         text += f"Within the target: {writers}. "

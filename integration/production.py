@@ -10,8 +10,8 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from .merchants import ConfigError, Merchant, configured_from_environment
-from .settings import Settings
+from integration.merchants import ConfigError, Merchant, configured_from_environment
+from integration.settings import Settings
 
 # The built-in sandbox merchant's values (merchants.demo_merchant_config): public, so worthless.
 SANDBOX_SECRETS = {"demo-loop-key", "demo-webhook-secret", "demo-rlm-key"}

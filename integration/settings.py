@@ -49,7 +49,7 @@ class Settings:
     loop_timeout: tuple[float, float]
     rlm_timeout: tuple[float, float]
     # Webhook bodies, their errors and timeline details are cleared after this many days
-    # (integration.retention), checked every retention_interval_s.
+    # (integration.store.retention), checked every retention_interval_s.
     retention_days: float = 90.0
     retention_interval_s: float = 3600.0
     webhook_max_bytes: int = 1024 * 1024

@@ -36,8 +36,8 @@ from pathlib import Path
 import requests
 from sqlalchemy import func, select, text
 
-from integration.db import get_engine
-from integration.models import Return
+from integration.store.db import get_engine
+from integration.store.models import Return
 
 from .demo import Demo, Scenario, demo_env, ras_for
 from .processes import Stack
@@ -230,11 +230,11 @@ def retry_parked(stack: Stack, demo: Demo, tracked) -> int:
     """Play the operator: retry returns parked by an injected refusal, a processing failure or
     an unknown outcome, after looking in Loop that nothing is still being processed for them
     (as docs/operations.md asks)."""
-    from integration.context import Context
-    from integration.db import session_factory
-    from integration.maintenance import retry_return
     from integration.merchants import load_merchants
     from integration.settings import load_settings
+    from integration.store.db import session_factory
+    from integration.workflow.context import Context
+    from integration.workflow.maintenance import retry_return
     from workers.names import STEP_TASK_NAMES
     from workers.names import publisher as make_publisher
 

@@ -13,7 +13,7 @@ import sys
 import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 
 import click
@@ -22,24 +22,30 @@ from sqlalchemy import select
 from sqlalchemy.engine import make_url
 from sqlalchemy.exc import ArgumentError, SQLAlchemyError
 
-from integration import maintenance, redis_pool
-from integration.context import Context
-from integration.db import get_engine, session_factory
-from integration.embedded_redis import ensure_redis_url, start_valkey, valkey_binary, wait_for_redis
+from integration.infra import redis_pool
+from integration.infra.embedded_redis import (
+    ensure_redis_url,
+    start_valkey,
+    valkey_binary,
+    wait_for_redis,
+)
+from integration.infra.ratelimit import TokenBucket, bucket_name
 from integration.merchants import ConfigError, Merchant, configured_from_environment, load_merchants
-from integration.models import Return
-from integration.pipeline import ingest_return
 from integration.production import RefusedToStart, merchant_problems, refuse_to_run_wrong
-from integration.ratelimit import TokenBucket, bucket_name
-from integration.rules import label
 from integration.settings import Settings, load_settings
-from integration.status import return_view
+from integration.store.db import get_engine, session_factory
+from integration.store.models import Return
+from integration.store.status import return_view
+from integration.workflow import maintenance
+from integration.workflow.context import Context
+from integration.workflow.pipeline import ingest_return
+from integration.workflow.rules import label
 from workers.names import STEP_TASK_NAMES, publisher
 
 from .demo import SCENARIOS, run_demo
 from .doctor import _redact, run_checks
-from .schema import migrate
 from .processes import DATABASES, FAST_ENV, FIXED_PORTS, WEBHOOK_TRIGGERS, wait_http
+from .schema import migrate
 
 ROOT = Path(__file__).resolve().parent.parent
 DEV_VALKEY_PORT = 6380  # Procfile.dev's broker (6379 is left to any Redis already installed)
@@ -252,7 +258,7 @@ def dev_wait_for_broker(timeout: float) -> None:
               show_default=True, help="Where the sandbox's webhooks go.")
 def dev_loop_sandbox(port: int, receiver: str) -> None:
     """The Loop sandbox, with its webhooks subscribed to the receiver once it answers."""
-    from integration.loop_client import LoopClient
+    from integration.loop.client import LoopClient
     from sandbox.common import serve_forever
     from sandbox.loop.app import create_app
 
@@ -378,7 +384,7 @@ def backfill(since: datetime, merchant: str | None) -> None:
         if name not in merchants:
             raise click.ClickException(f"no merchant {name}")
         click.echo(f"{name}: listing Loop returns created since {since:%Y-%m-%d}…")
-        missing = maintenance.missing_returns(ctx, name, since.replace(tzinfo=timezone.utc))
+        missing = maintenance.missing_returns(ctx, name, since.replace(tzinfo=UTC))
         with click.progressbar(missing, label=f"{name}: creating {len(missing)} missing returns",
                                show_pos=True) as bar:
             for item in bar:

@@ -18,7 +18,7 @@ from pathlib import Path
 
 import requests
 
-from integration.signature import sign
+from integration.loop.signature import sign
 
 from .processes import Stack
 

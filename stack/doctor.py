@@ -2,22 +2,22 @@
 from __future__ import annotations
 
 import os
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Callable
 from urllib.parse import urlsplit, urlunsplit
 
 import redis
 from sqlalchemy import inspect as sql_inspect
 from sqlalchemy import text
 
-from integration import redis_pool
-from integration.context import Context
-from integration.db import get_engine
-from integration.embedded_redis import ensure_redis_url
 from integration.errors import UpstreamError
+from integration.infra import redis_pool
+from integration.infra.embedded_redis import ensure_redis_url
 from integration.merchants import ConfigError, Merchant, configured_from_environment, load_merchants
 from integration.production import merchant_problems, settings_problems
 from integration.settings import Settings
+from integration.store.db import get_engine
+from integration.workflow.context import Context
 from workers.names import QUEUES, publisher
 
 from .processes import WEBHOOK_TRIGGERS
@@ -210,7 +210,7 @@ def _check_processes(redis_url: str) -> list[Check]:
     app = publisher(redis_url)
     try:
         answers = app.control.inspect(timeout=1.5).active_queues() or {}
-    except Exception as exc:  # noqa: BLE001 — a broker hiccup is reported, not raised
+    except Exception as exc:
         return [Check("workers", "FAIL", f"cannot ask the workers: {exc}")]
     finally:
         app.close()

@@ -17,7 +17,7 @@ from pathlib import Path
 from sqlalchemy import create_engine, text
 from sqlalchemy.engine import Engine
 
-from integration.embedded_redis import free_port
+from integration.infra.embedded_redis import free_port
 
 SUPERUSER = "postgres"
 # A throwaway cluster: durability is worth nothing here, speed is.
@@ -76,7 +76,7 @@ class PostgresCluster:
             raise RuntimeError(f"{args[0]} failed: {done.stdout}{done.stderr}")
         return done.stdout
 
-    def start(self) -> "PostgresCluster":
+    def start(self) -> PostgresCluster:
         self.root.mkdir(parents=True, exist_ok=True)
         if os.geteuid() == 0:
             shutil.chown(self.root, SUPERUSER, SUPERUSER)
@@ -133,7 +133,7 @@ class PostgresCluster:
                                      "GROUP BY application_name"), {"u": user}).all()
         return {name or "(unnamed)": n for name, n in rows}
 
-    def __enter__(self) -> "PostgresCluster":
+    def __enter__(self) -> PostgresCluster:
         try:
             return self.start()
         except BaseException:

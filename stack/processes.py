@@ -20,9 +20,9 @@ from pathlib import Path
 import redis
 import requests
 
-from integration import db
-from integration.embedded_redis import free_port, start_valkey, wait_until
-from integration.loop_client import LoopClient
+from integration.infra.embedded_redis import free_port, start_valkey, wait_until
+from integration.loop.client import LoopClient
+from integration.store import db
 
 from .postgres import SUPERUSER_RESERVED, PostgresCluster, cluster_root, find_bindir
 
@@ -91,7 +91,7 @@ class Stack:
         return f"http://127.0.0.1:{self.ports[name]}"
 
     # --- starting ----------------------------------------------------------------------------
-    def start(self) -> "Stack":
+    def start(self) -> Stack:
         self.workdir.mkdir(parents=True, exist_ok=True)
         (self.workdir / "logs").mkdir(exist_ok=True)
         for name in ("web", "loop", "rlm", "flower", "valkey"):
@@ -320,7 +320,7 @@ class Stack:
                 if self._postgres_link is not None:
                     self._postgres_link.unlink(missing_ok=True)
 
-    def __enter__(self) -> "Stack":
+    def __enter__(self) -> Stack:
         try:
             return self.start()
         except BaseException:

@@ -11,7 +11,7 @@ from pathlib import Path
 from sqlalchemy import inspect as sql_inspect
 
 import integration
-from integration.db import get_engine
+from integration.store.db import get_engine
 
 MIGRATIONS = Path(integration.__file__).resolve().parent / "migrations"
 

@@ -9,10 +9,10 @@ from pathlib import Path
 
 import pytest
 
-from integration.db import get_engine, session_factory
+from integration.loop.signature import sign
 from integration.merchants import demo_merchant_config, parse_merchants
-from integration.models import create_all
-from integration.signature import sign
+from integration.store.db import get_engine, session_factory
+from integration.store.models import create_all
 from tests.postgres import postgres, postgres_url  # noqa: F401  (fixtures)
 
 SECRET = "test-webhook-secret"

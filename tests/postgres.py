@@ -13,8 +13,8 @@ import pytest
 from sqlalchemy import create_engine, text
 from sqlalchemy.engine import Engine
 
-from integration import db
-from integration.models import Base
+from integration.store import db
+from integration.store.models import Base
 from stack.postgres import PostgresCluster as _Cluster
 from tests.system import postgres_bindir
 
@@ -26,7 +26,7 @@ class PostgresCluster(_Cluster):
     """The stack's cluster plus the `tests` database, emptied before each test."""
     _tests: Engine | None = None
 
-    def start(self) -> "PostgresCluster":
+    def start(self) -> PostgresCluster:
         super().start()
         self.create_database(TEST_DATABASE)
         self._tests = create_engine(self.url(TEST_DATABASE), isolation_level="AUTOCOMMIT")

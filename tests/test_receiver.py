@@ -3,7 +3,7 @@ import json
 
 from sqlalchemy import select
 
-from integration.models import WebhookEvent
+from integration.store.models import WebhookEvent
 from tests.conftest import wire
 
 CREATED = {
@@ -64,7 +64,7 @@ def test_old_secret_still_accepted_during_rotation(post_webhook):
 
 
 def test_signature_over_reserialised_json_is_refused(client, sessions):
-    from integration.signature import sign
+    from integration.loop.signature import sign
     from tests.conftest import SECRET
 
     loop_bytes = wire(CREATED)
@@ -109,7 +109,7 @@ def test_broker_down_still_answers_202_and_keeps_the_row_for_the_sweeper(app, se
         raise ConnectionError("redis is down")
 
     app.config["ENQUEUE_EVENT"] = broken
-    from integration.signature import sign
+    from integration.loop.signature import sign
     from tests.conftest import SECRET
 
     body = wire(CREATED)

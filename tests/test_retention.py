@@ -7,12 +7,12 @@ from datetime import timedelta
 
 from sqlalchemy import JSON, select, update
 
-from integration import pipeline
-from integration.context import Context
-from integration.maintenance import sweep
-from integration.models import Return, TimelineEntry, WebhookEvent, utcnow
-from integration.retention import purge_old_data
 from integration.settings import load_settings
+from integration.store.models import Return, TimelineEntry, WebhookEvent, utcnow
+from integration.store.retention import purge_old_data
+from integration.workflow import pipeline
+from integration.workflow.context import Context
+from integration.workflow.maintenance import sweep
 from tests.test_receiver import CREATED
 
 OLD = timedelta(days=91)  # past the default RETENTION_DAYS (90)

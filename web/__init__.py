@@ -6,7 +6,7 @@ import os
 
 from flask import Flask
 
-from integration import logs, redis_pool, redis_tls
+from integration.infra import logs, redis_pool, redis_tls
 from integration.production import refuse_to_run_wrong
 from workers import runtime
 from workers.error_reporting import init_error_reporting

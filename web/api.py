@@ -5,7 +5,7 @@ import hmac
 
 from flask import Blueprint, current_app, jsonify, request
 
-from integration.status import find_return, return_view
+from integration.store.status import find_return, return_view
 
 bp = Blueprint("api", __name__, url_prefix="/api")
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 from flask import Blueprint, current_app, jsonify
 from sqlalchemy import text
 
-from integration import redis_pool
+from integration.infra import redis_pool
 from workers import runtime
 
 bp = Blueprint("health", __name__)
@@ -28,7 +28,7 @@ def _check_db() -> str:
 
 def _check_broker() -> str:
     try:
-        # The process's shared connection (integration.redis_pool), not one per check.
+        # The process's shared connection (integration.infra.redis_pool), not one per check.
         redis_pool.client(current_app.config.get("REDIS_URL") or runtime.redis_url()).ping()
         return "ok"
     except Exception as exc:

@@ -20,8 +20,8 @@ from prometheus_client.core import (
 )
 from sqlalchemy import func, select
 
-from integration import redis_pool
-from integration.models import Return, WebhookEvent
+from integration.infra import redis_pool
+from integration.store.models import Return, WebhookEvent
 from workers import runtime
 from workers.names import QUEUES
 from workers.observability import MetricStore
@@ -43,7 +43,7 @@ def metrics():
 
 
 def _redis() -> redis.Redis:
-    """The process's shared client (integration.redis_pool), as /healthz and the relay use."""
+    """The process's shared client (integration.infra.redis_pool), as /healthz and the relay use."""
     return redis_pool.client(current_app.config.get("REDIS_URL") or runtime.redis_url())
 
 

@@ -24,12 +24,12 @@ from flask import (
 )
 from sqlalchemy import func, or_, select
 
-from integration import lifecycle as lc
-from integration import maintenance
-from integration.context import Context
-from integration.models import Return
-from integration.rules import label, tally
-from integration.status import find_return, return_view
+from integration.store.models import Return
+from integration.store.status import find_return, return_view
+from integration.workflow import lifecycle as lc
+from integration.workflow import maintenance
+from integration.workflow.context import Context
+from integration.workflow.rules import label, tally
 
 bp = Blueprint("pages", __name__, url_prefix="/ops")
 PAGE_SIZE = 50

@@ -8,9 +8,9 @@ import logging
 from flask import Blueprint, current_app, jsonify, request
 from marshmallow import ValidationError
 
-from integration.events import HANDLED_TOPICS, dedupe_key, parse_event
-from integration.inbox import insert_event
-from integration.signature import verify
+from integration.loop.signature import verify
+from integration.loop.webhooks import HANDLED_TOPICS, dedupe_key, parse_event
+from integration.store.inbox import insert_event
 
 bp = Blueprint("webhooks", __name__)
 log = logging.getLogger(__name__)

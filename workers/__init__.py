@@ -1,1 +1,1 @@
-"""Celery app and tasks: thin wrappers that hand ids to integration.pipeline."""
+"""Celery app and tasks: thin wrappers that hand ids to integration.workflow.pipeline."""

@@ -5,7 +5,7 @@ lookups) and one for the event loop (BRPOP, SUBSCRIBE), and checks each new chan
 whose connection then stays open unused: a process that only publishes (a web process, beat, a
 Celery pool process) held two connections for that, next to the service's own client. Here:
 
-- commands go through the process's shared pool (integration.redis_pool), the one the rate
+- commands go through the process's shared pool (integration.infra.redis_pool), the one the rate
   limiter, the locks, the metrics and the health checks use: one connection in a process that
   does one thing at a time, at most two in a worker's main process (workers.celery_app);
 - the PING's connection is closed once the channel is checked; a channel that consumes opens
@@ -21,7 +21,7 @@ import kombu.transport
 import redis
 from kombu.transport import redis as kombu_redis
 
-from integration import redis_pool
+from integration.infra import redis_pool
 
 NAME = "workers.broker:Transport"
 

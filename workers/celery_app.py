@@ -5,7 +5,7 @@ import sys
 
 from celery import Celery, signals
 
-from integration import redis_pool
+from integration.infra import redis_pool
 from integration.production import refuse_to_run_wrong
 
 from . import observability, runtime  # noqa: F401  (observability: JSON logs and metrics via signals)
@@ -13,7 +13,7 @@ from .error_reporting import celery_role, init_error_reporting, process_name
 
 # Names on this process's Redis and database connections. A worker's main process consumes with
 # acknowledgements: kombu's restore of unacknowledged messages nests two commands, so its pool
-# holds two connections (integration.redis_pool); its pool processes publish and run one task
+# holds two connections (integration.infra.redis_pool); its pool processes publish and run one task
 # at a time, one connection each (set in each of them at start, below).
 _ROLE = redis_pool.role() or celery_role(sys.argv)  # the web, the CLI: already named
 if not redis_pool.role():

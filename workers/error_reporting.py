@@ -3,15 +3,15 @@
 Only with SENTRY_DSN set is `sentry-sdk` imported (the `sentry` extra: `pip install
 '.[sentry]'`); without it nothing changes. Reports carry no shopper data and no secret:
 `send_default_pii` stays off, request bodies and local variables are never collected, and every
-event goes through integration.scrub before it leaves.
+event goes through integration.infra.scrub before it leaves.
 """
 from __future__ import annotations
 
 import os
 from typing import Any
 
+from integration.infra.scrub import scrub_event, secrets_of
 from integration.merchants import Merchant
-from integration.scrub import scrub_event, secrets_of
 from integration.settings import Settings
 
 

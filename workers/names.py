@@ -31,7 +31,7 @@ def publisher(redis_url: str):
     workers.tasks would build the whole worker app, and an embedded broker with it)."""
     from celery import Celery
 
-    from integration.redis_tls import ssl_options
+    from integration.infra.redis_tls import ssl_options
     from workers import broker
 
     broker.install()  # its commands on the process's shared Redis pool, like the service's

@@ -16,8 +16,8 @@ from celery import signals
 from sqlalchemy import select
 from sqlalchemy.exc import SQLAlchemyError
 
-from integration import logs, redis_pool
-from integration.models import Return, WebhookEvent
+from integration.infra import logs, redis_pool
+from integration.store.models import Return, WebhookEvent
 
 from . import runtime
 from .names import STEP_TASK_NAMES
@@ -83,7 +83,7 @@ def _text(value: bytes | str) -> str:
 
 
 def store() -> MetricStore:
-    """On the process's shared client (integration.redis_pool): no connection of its own."""
+    """On the process's shared client (integration.infra.redis_pool): no connection of its own."""
     return MetricStore(redis_pool.client(runtime.redis_url()))
 
 

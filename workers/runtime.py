@@ -4,11 +4,11 @@ from __future__ import annotations
 import logging
 from functools import lru_cache
 
-from integration.db import get_engine, session_factory
-from integration.embedded_redis import ensure_redis_url
+from integration.infra.embedded_redis import ensure_redis_url
 from integration.merchants import load_merchants
-from integration.models import create_all
 from integration.settings import load_settings
+from integration.store.db import get_engine, session_factory
+from integration.store.models import create_all
 
 
 @lru_cache(maxsize=1)

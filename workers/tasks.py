@@ -1,4 +1,4 @@
-"""Celery tasks. Each takes an id, re-reads state in integration.pipeline, and has an explicit
+"""Celery tasks. Each takes an id, re-reads state in integration.workflow.pipeline, and has an explicit
 retry policy: back off on 5xx, timeouts, connection errors and 429; never retry other 4xx.
 """
 from __future__ import annotations
@@ -11,11 +11,13 @@ import redis
 from sqlalchemy.exc import OperationalError
 from sqlalchemy.orm.exc import StaleDataError
 
-from integration import maintenance, pipeline, redis_pool, retention
-from integration.context import Context
 from integration.errors import RetryableError
-from integration.locks import single_run
-from integration.ratelimit import TokenBucket, bucket_name
+from integration.infra import redis_pool
+from integration.infra.locks import single_run
+from integration.infra.ratelimit import TokenBucket, bucket_name
+from integration.store import retention
+from integration.workflow import maintenance, pipeline
+from integration.workflow.context import Context
 
 from . import runtime
 from .celery_app import app
@@ -56,7 +58,7 @@ def context() -> Context:
 
 
 def _redis() -> redis.Redis:
-    """The process's shared client (integration.redis_pool) for the limiter, the locks and the
+    """The process's shared client (integration.infra.redis_pool) for the limiter, the locks and the
     backlog check: the same connection as the metrics and Celery's publishing."""
     return redis_pool.client(runtime.redis_url())
 
@@ -164,7 +166,7 @@ def sweep() -> None:
 
 @app.task(name="integration.purge", acks_late=True)
 def purge() -> None:
-    """Retention: clear old webhook bodies, errors and timeline details (integration.retention)."""
+    """Retention: clear old webhook bodies, errors and timeline details (integration.store.retention)."""
     with _single("purge", timeout=300) as mine:
         if not mine:
             return
@@ -175,5 +177,5 @@ def purge() -> None:
 
 
 def _single(name: str, timeout: float):
-    """The periodic job's lock (integration.locks.single_run) on this process's client."""
+    """The periodic job's lock (integration.infra.locks.single_run) on this process's client."""
     return single_run(_redis(), name, timeout)

@@ -5,12 +5,12 @@ from logging.config import fileConfig
 
 from alembic import context
 
-from integration import redis_pool
-from integration.db import get_engine
+from integration.infra import redis_pool
 from integration.merchants import load_merchants
-from integration.models import Base
 from integration.production import refuse_to_run_wrong
 from integration.settings import load_settings
+from integration.store.db import get_engine
+from integration.store.models import Base
 
 config = context.config
 if config.config_file_name and config.attributes.get("configure_logger", True):

@@ -5,10 +5,10 @@ from __future__ import annotations
 import pytest
 from sqlalchemy import select
 
-from integration.events import HANDLED_TOPICS, KNOWN_TOPICS
-from integration.models import WebhookEvent
+from integration.loop.signature import sign
+from integration.loop.webhooks import HANDLED_TOPICS, KNOWN_TOPICS
 from integration.settings import Settings
-from integration.signature import sign
+from integration.store.models import WebhookEvent
 from tests.conftest import SECRET
 
 CAP = Settings.__dataclass_fields__["webhook_max_bytes"].default  # what production runs with

@@ -13,7 +13,7 @@ import json
 
 import pytest
 
-from integration.signature import sign
+from integration.loop.signature import sign
 from tests.conftest import SECRET, wire
 
 from .conftest import CAP, CREATED, SIGNED, assert_all_whole, post

@@ -9,8 +9,8 @@ import json
 from hypothesis import HealthCheck, currently_in_test_context, event, given, settings
 from hypothesis import strategies as st
 
-from integration.models import WebhookEvent
-from integration.signature import sign
+from integration.loop.signature import sign
+from integration.store.models import WebhookEvent
 from tests.conftest import SECRET, wire
 
 from .conftest import CREATED, SIGNED, assert_whole, post

@@ -5,7 +5,7 @@ import time
 
 import redis
 
-from integration.ratelimit import TokenBucket
+from integration.infra.ratelimit import TokenBucket
 
 HAMMER_S = 3.0
 

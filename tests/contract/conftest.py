@@ -6,8 +6,8 @@ import time
 import pytest
 import requests
 
-from integration.loop_client import LoopClient
-from integration.rlm_client import JsonTransport, RlmClient
+from integration.loop.client import LoopClient
+from integration.rlm.client import JsonTransport, RlmClient
 from sandbox.common import ServerThread
 from sandbox.loop.app import create_app as create_loop_app
 from sandbox.rlm import create_app as create_rlm_app

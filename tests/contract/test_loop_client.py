@@ -9,13 +9,13 @@ import requests
 from flask import Flask, jsonify
 
 from integration.errors import FinalError, NotFound, RetryableError
-from integration.loop_client import LoopClient, truncate_note
+from integration.loop.client import LoopClient, truncate_note
 from sandbox.common import ServerThread
 from tests.contract.conftest import HANG_S, LOOP_KEY, SHORT_TIMEOUT, TIMEOUT
 
 
 def window(hours: float = 1.0) -> dict[str, str]:
-    now = dt.datetime.now(dt.timezone.utc)
+    now = dt.datetime.now(dt.UTC)
     fmt = "%Y-%m-%d %H:%M:%S"
     return {"start": (now - dt.timedelta(hours=hours)).strftime(fmt),
             "end": (now + dt.timedelta(minutes=5)).strftime(fmt)}

@@ -8,10 +8,10 @@ import time
 import pytest
 import redis
 
-from integration.embedded_redis import start_valkey
 from integration.errors import RetryableError
-from integration.loop_client import LoopClient
-from integration.ratelimit import TokenBucket
+from integration.infra.embedded_redis import start_valkey
+from integration.infra.ratelimit import TokenBucket
+from integration.loop.client import LoopClient
 from tests.contract.bucket_worker import hammer
 from tests.contract.conftest import LOOP_KEY, TIMEOUT
 

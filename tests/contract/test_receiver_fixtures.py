@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from integration.signature import sign
+from integration.loop.signature import sign
 from sandbox.loop.webhooks import encode
 from tests.conftest import SECRET
 

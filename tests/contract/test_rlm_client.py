@@ -4,7 +4,7 @@ from __future__ import annotations
 import pytest
 
 from integration.errors import FinalError, NotFound, RetryableError
-from integration.rlm_client import JsonTransport, RlmClient
+from integration.rlm.client import JsonTransport, RlmClient
 from tests.contract.conftest import HANG_S, RLM_KEY, RLM_USER, SHORT_TIMEOUT, TIMEOUT
 
 BLUE_S = "099999000054"

@@ -6,7 +6,7 @@ import time
 import requests
 from celery import Celery
 
-from integration.mapping import rma_ref
+from integration.workflow.mapping import rma_ref
 from stack.demo import Demo, Scenario
 from workers.names import publisher
 

@@ -7,8 +7,8 @@ import json
 import pytest
 import requests
 
-from integration.mapping import rma_ref
-from integration.signature import sign
+from integration.loop.signature import sign
+from integration.workflow.mapping import rma_ref
 from stack.demo import SCENARIOS, SIM_ONLY_FIELDS, Demo, Scenario, Tracked
 
 from .helpers import (
@@ -93,11 +93,11 @@ def test_rlm_rejection_parks_the_return_with_rlms_message_and_retry_resumes(stac
     assert "Invalid Warehouse" in view["attention_reason"]
     assert ras_for(stack, loop_id) == 0
 
-    from integration.context import Context
-    from integration.db import session_factory
-    from integration.maintenance import retry_return
     from integration.merchants import load_merchants
     from integration.settings import load_settings
+    from integration.store.db import session_factory
+    from integration.workflow.context import Context
+    from integration.workflow.maintenance import retry_return
 
     publisher = celery_for(stack)
     from workers.names import STEP_TASK_NAMES

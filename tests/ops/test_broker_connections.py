@@ -11,8 +11,8 @@ import pytest
 import redis
 from kombu import Connection, Exchange, Queue
 
-from integration import redis_pool
-from integration.embedded_redis import start_valkey
+from integration.infra import redis_pool
+from integration.infra.embedded_redis import start_valkey
 from workers import broker
 
 

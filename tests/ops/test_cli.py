@@ -1,10 +1,10 @@
 """CLI commands that need no running stack, and the maintenance functions behind them."""
 from __future__ import annotations
 
-from integration.context import Context
-from integration.maintenance import replay_event
-from integration.models import WebhookEvent
 from integration.settings import load_settings
+from integration.store.models import WebhookEvent
+from integration.workflow.context import Context
+from integration.workflow.maintenance import replay_event
 
 
 def test_merchants_lists_the_configuration(cli):

@@ -13,8 +13,8 @@ from alembic.config import Config
 from alembic.runtime.migration import MigrationContext
 from sqlalchemy import inspect
 
-from integration.db import get_engine
-from integration.models import Base, create_all
+from integration.store.db import get_engine
+from integration.store.models import Base, create_all
 
 ROOT = Path(__file__).resolve().parents[2]
 

@@ -9,7 +9,7 @@ import pytest
 import requests
 from prometheus_client.parser import text_string_to_metric_families
 
-from integration import logs
+from integration.infra import logs
 from tests.integration.helpers import wait_for
 from workers.names import STEP_TASK_NAMES
 from workers.observability import _readable_args

@@ -23,7 +23,7 @@ from alembic.config import Config
 from alembic.script import ScriptDirectory
 from packaging.requirements import Requirement
 
-from integration.embedded_redis import free_port
+from integration.infra.embedded_redis import free_port
 from stack.schema import MIGRATIONS, alembic_config
 
 ROOT = Path(__file__).resolve().parents[2]

@@ -2,12 +2,12 @@
 from __future__ import annotations
 
 import base64
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 
 import pytest
 
-from integration import lifecycle as lc
-from integration.models import Return
+from integration.store.models import Return
+from integration.workflow import lifecycle as lc
 
 TOKEN = "pages-token"
 
@@ -114,7 +114,7 @@ def test_redecide_button_sends_a_decided_return_back_to_its_decision(ops, sessio
 
 def test_no_redecide_once_loop_was_acted_on(ops, sessions, steps):
     add_return(sessions, "3002", lc.DECIDED, decision="process",
-               loop_action_claimed_at=datetime.now(timezone.utc))
+               loop_action_claimed_at=datetime.now(UTC))
     path = "/ops/returns/demo/3002"
     assert "Re-decide" not in ops.get(path, headers=basic()).get_data(as_text=True)
     add_return(sessions, "3003", lc.NEEDS_ATTENTION, attention_step="decide")  # a page with a form

@@ -11,11 +11,11 @@ from datetime import timedelta
 import pytest
 import requests
 
-from integration import pipeline
-from integration.context import Context
 from integration.errors import RetryableError
 from integration.merchants import Criteria, demo_merchant_config, parse_merchants
 from integration.settings import load_settings
+from integration.workflow import pipeline
+from integration.workflow.context import Context
 from sandbox.common import ServerThread
 from sandbox.loop import create_app as loop_app
 from sandbox.rlm import create_app as rlm_app
@@ -82,7 +82,7 @@ class Harness:
         pipeline.poll_receipts(self.ctx, "demo")
 
     def ret(self, return_id: int):
-        from integration.models import Return
+        from integration.store.models import Return
 
         with self.ctx.sessions() as s:
             return s.get(Return, return_id)

@@ -11,12 +11,12 @@ from datetime import timedelta
 import pytest
 import requests
 
-from integration import lifecycle as lc
-from integration import pipeline
-from integration.context import Context
-from integration.maintenance import retry_return, sweep
 from integration.merchants import Criteria, demo_merchant_config, parse_merchants
-from integration.models import Return
+from integration.store.models import Return
+from integration.workflow import lifecycle as lc
+from integration.workflow import pipeline
+from integration.workflow.context import Context
+from integration.workflow.maintenance import retry_return, sweep
 from sandbox.common import ServerThread
 from sandbox.loop import create_app as loop_app
 from tests.conftest import wire

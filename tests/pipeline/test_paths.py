@@ -3,8 +3,8 @@ import time
 
 import requests
 
-from integration import lifecycle as lc
-from integration.maintenance import sweep
+from integration.workflow import lifecycle as lc
+from integration.workflow.maintenance import sweep
 
 from .conftest import later
 
@@ -152,7 +152,7 @@ def decided(h, scenario="exact"):
     h.receive(ra, scenario)
     h.poll()
     h.queue.clear()
-    from integration import pipeline
+    from integration.workflow import pipeline
 
     pipeline.decide(h.ctx, rid)
     h.queue.clear()
@@ -161,8 +161,8 @@ def decided(h, scenario="exact"):
 
 
 def test_a_429_on_the_process_call_releases_the_claim_and_the_retry_processes_once(harness_for):
-    from integration import pipeline
     from integration.errors import NotSent
+    from integration.workflow import pipeline
 
     h = harness_for()
     loop_id, rid = decided(h)
@@ -183,14 +183,14 @@ def test_after_an_unclear_call_only_one_worker_may_send_it_again(harness_for):
     """Two workers (a Celery retry and a sweeper re-drive) find the same stale claim."""
     from datetime import timedelta
 
-    from integration import pipeline
+    from integration.workflow import pipeline
 
     h = harness_for()
     loop_id, rid = decided(h)
     stale = h.ctx.now() - timedelta(hours=1)
     assert pipeline._claim(h.ctx, rid) is not None
     with h.ctx.sessions() as s:  # as if the earlier attempt died an hour ago without landing
-        from integration.models import Return
+        from integration.store.models import Return
 
         s.get(Return, rid).loop_action_claimed_at = stale
         s.commit()
@@ -212,7 +212,7 @@ def test_received_conditions_go_to_loops_grading_when_the_merchant_wants_them(ha
     h.receive(ra, "damaged")
     h.poll()
     h.drain()
-    from integration.models import Return
+    from integration.store.models import Return
 
     with h.ctx.sessions() as s:
         ret = s.get(Return, rid)
@@ -267,7 +267,7 @@ def test_a_decided_return_waiting_its_turn_behind_loops_rate_limit_is_left_alone
 
 # --- the shopper's address: kept only while the return is `received` -------------------------
 def test_a_return_parked_before_its_rma_keeps_no_address_and_its_retry_reads_it_from_loop(harness_for, sandboxes):
-    from integration.maintenance import retry_return
+    from integration.workflow.maintenance import retry_return
 
     requests.post(f"{sandboxes['rlm'].url}/_sim/faults", timeout=5, json={
         "match": {"method": "POST", "path": "/return-authorizations"}, "status": 422,

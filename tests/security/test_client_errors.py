@@ -9,11 +9,11 @@ import traceback
 
 import pytest
 
-from integration.embedded_redis import free_port
 from integration.errors import UpstreamError
-from integration.loop_client import LoopClient
+from integration.infra.embedded_redis import free_port
+from integration.loop.client import LoopClient
 from integration.merchants import demo_merchant_config, parse_merchants
-from integration.rlm_client import JsonTransport, RlmClient
+from integration.rlm.client import JsonTransport, RlmClient
 from sandbox.common import ServerThread
 from sandbox.loop import create_app as loop_app
 from sandbox.rlm import create_app as rlm_app

@@ -7,8 +7,8 @@ from alembic.autogenerate import compare_metadata
 from alembic.runtime.migration import MigrationContext
 from sqlalchemy import inspect
 
-from integration.db import get_engine
-from integration.models import Base
+from integration.store.db import get_engine
+from integration.store.models import Base
 from stack.schema import alembic_config, migrate
 
 TABLES = {"returns", "timeline", "webhook_events", "receipts", "feed_cursors"}

@@ -10,8 +10,8 @@ import pytest
 from flask import Flask, jsonify, redirect, request
 
 from integration.errors import FinalError
-from integration.loop_client import LoopClient
-from integration.rlm_client import JsonTransport, RlmClient
+from integration.loop.client import LoopClient
+from integration.rlm.client import JsonTransport, RlmClient
 from sandbox.common import ServerThread
 
 LOOP_KEY = "loop-key-3c9e1f"

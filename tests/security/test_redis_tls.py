@@ -1,6 +1,6 @@
 """`rediss://` with a self-signed certificate, as Heroku Redis serves it: every Redis client of
 the service (redis-py for the limiter, locks, metrics and web checks; the Celery broker; RedBeat;
-Flower's broker view; the CLI's publisher) gets its TLS policy from integration.redis_tls and
+Flower's broker view; the CLI's publisher) gets its TLS policy from integration.infra.redis_tls and
 reaches a real TLS endpoint; REDIS_SSL_CERT_REQS=required makes them all check the certificate."""
 from __future__ import annotations
 
@@ -13,8 +13,8 @@ import pytest
 import redis
 from celery import Celery
 
-from integration import redis_tls
-from integration.embedded_redis import start_valkey
+from integration.infra import redis_tls
+from integration.infra.embedded_redis import start_valkey
 from tests.tls_proxy import TlsProxy, self_signed_certificate
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -104,8 +104,8 @@ def test_the_cli_publisher_connects_through_tls(tls_redis):
 
 
 def test_the_web_health_check_reaches_the_broker_through_tls(tls_redis, tmp_path):
-    from integration.db import get_engine, session_factory
-    from integration.models import create_all
+    from integration.store.db import get_engine, session_factory
+    from integration.store.models import create_all
     from web import create_app
 
     db = f"sqlite:///{tmp_path / 'h.db'}"

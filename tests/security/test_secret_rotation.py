@@ -7,8 +7,8 @@ from __future__ import annotations
 
 import pytest
 
+from integration.loop.signature import sign
 from integration.merchants import demo_merchant_config, parse_merchants
-from integration.signature import sign
 from tests.conftest import wire
 
 EVENT = {"topic": "return", "trigger": "return.created", "id": "52393555", "state": "open"}

@@ -1,7 +1,7 @@
 import pytest
 from marshmallow import ValidationError
 
-from integration.events import dedupe_key, parse_event
+from integration.loop.webhooks import dedupe_key, parse_event
 
 CREATED = {
     "topic": "return", "trigger": "return.created", "shop_id": 12345, "id": "52393555",

@@ -1,12 +1,12 @@
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 
-from integration.grading import grades
+from integration.workflow.grading import grades
 
 RMA = [{"line_number": 1, "style_number": "CB11D10", "color": "BLUE", "size": "S", "qty_authorized": 2,
         "external_line_refs": ["101", "102"]},
        {"line_number": 2, "style_number": "CB11D10", "color": "RED", "size": "M", "qty_authorized": 1,
         "external_line_refs": ["103"]}]
-WHEN = datetime(2024, 3, 20, 12, 0, tzinfo=timezone.utc)
+WHEN = datetime(2024, 3, 20, 12, 0, tzinfo=UTC)
 
 
 def test_each_unit_gets_the_condition_it_arrived_in_and_missing_units_are_missing():

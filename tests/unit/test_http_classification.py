@@ -11,9 +11,9 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from integration.errors import FinalError, NotFound, RetryableError
-from integration.http import classify, parse_retry_after, send
-from integration.loop_client import NOTE_MAX, LoopClient, describe_error, truncate_note
-from integration.rlm_client import JsonTransport, RlmClient
+from integration.infra.http import classify, parse_retry_after, send
+from integration.loop.client import NOTE_MAX, LoopClient, describe_error, truncate_note
+from integration.rlm.client import JsonTransport, RlmClient
 
 
 def response(status: int, body: object = None, *, raw: bytes | None = None, headers: dict | None = None):
@@ -230,4 +230,4 @@ def test_note_is_short_enough_and_never_ends_mid_word(text):
         kept = note[:-1]
         rest = text.strip()[len(kept):]
         assert text.strip().startswith(kept)
-        assert rest[:1].isspace() or " " not in kept and "\n" not in kept
+        assert rest[:1].isspace() or (" " not in kept and "\n" not in kept)

@@ -1,7 +1,15 @@
 from decimal import Decimal
 
-from integration.mapping import build_ra, group_units, ra_line, reason_for, ship_from, split_sku, unit_from_loop
-from integration.merchants import parse_merchants, demo_merchant_config
+from integration.merchants import demo_merchant_config, parse_merchants
+from integration.workflow.mapping import (
+    build_ra,
+    group_units,
+    ra_line,
+    reason_for,
+    ship_from,
+    split_sku,
+    unit_from_loop,
+)
 
 MERCHANT = parse_merchants([demo_merchant_config()])["demo"]
 

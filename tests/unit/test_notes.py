@@ -1,4 +1,4 @@
-from integration.notes import flag_note
+from integration.workflow.notes import flag_note
 
 
 def test_note_names_each_discrepancy():

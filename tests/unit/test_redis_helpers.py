@@ -9,8 +9,8 @@ import fakeredis
 import pytest
 
 from integration.errors import NotSent
-from integration.locks import single_run
-from integration.ratelimit import TokenBucket, bucket_name
+from integration.infra.locks import single_run
+from integration.infra.ratelimit import TokenBucket, bucket_name
 
 
 @pytest.fixture

@@ -1,14 +1,14 @@
 """One case per row of workflow.md's merchant-criteria table (defaults and options)."""
 from dataclasses import replace
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 
 import pytest
 
-from integration import rules
 from integration.merchants import Criteria
+from integration.workflow import rules
 
-NOW = datetime(2024, 3, 20, 12, 0, tzinfo=timezone.utc)
+NOW = datetime(2024, 3, 20, 12, 0, tzinfo=UTC)
 RMA = [
     {"line_number": 1, "style_number": "CB11D10", "color": "BLUE", "size": "S", "qty_authorized": 2,
      "external_line_refs": ["u1", "u2"]},

@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import json
 
-from integration.scrub import FILTERED, scrub_event, scrub_text, secrets_of
+from integration.infra.scrub import FILTERED, scrub_event, scrub_text, secrets_of
 
 SECRETS = secrets_of("loop-key-9f8e7d", "whsec-1a2b3c", "admin-token-77", None,
                      urls=["postgresql+psycopg://app:db-pass-42@db.example.com/app",
@@ -29,7 +29,7 @@ def event() -> dict:
             "type": "FinalError",
             "value": "loop: refused key loop-key-9f8e7d for jane@example.com at "
                      "rediss://:redis-pass-13@redis.example.com:6380",
-            "stacktrace": {"frames": [{"function": "create_rma", "module": "integration.pipeline",
+            "stacktrace": {"frames": [{"function": "create_rma", "module": "integration.workflow.pipeline",
                                        "lineno": 10, "vars": {"address": "'Jane Doe'", "self": "<Client>"}}]},
         }]},
         "breadcrumbs": {"values": [
@@ -56,7 +56,7 @@ def test_what_helps_to_debug_is_kept():
     exception = scrubbed["exception"]["values"][0]
     assert exception["type"] == "FinalError" and exception["value"].startswith("loop: refused key [Filtered]")
     frame = exception["stacktrace"]["frames"][0]
-    assert frame == {"function": "create_rma", "module": "integration.pipeline", "lineno": 10}  # no vars
+    assert frame == {"function": "create_rma", "module": "integration.workflow.pipeline", "lineno": 10}  # no vars
     assert scrubbed["request"]["url"] == "https://svc.example.com/webhooks/loop/demo"
     assert scrubbed["request"]["headers"]["Content-Type"] == "application/json"
     assert scrubbed["request"]["headers"]["Authorization"] == FILTERED

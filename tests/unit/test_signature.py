@@ -3,7 +3,7 @@ import hashlib
 import hmac
 import json
 
-from integration.signature import sign, verify
+from integration.loop.signature import sign, verify
 
 # The byte-exact wire form from loop-api.md §6 (escaped slashes, compact separators).
 WIRE = (b'{"topic":"return","trigger":"return.updated","shop_id":12345,"id":"52393555","state":"closed",'

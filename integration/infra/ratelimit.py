@@ -12,7 +12,7 @@ import time
 
 import redis
 
-from .errors import NotSent
+from integration.errors import NotSent
 
 # KEYS[1] bucket; ARGV rate/s, burst. Returns 0 when a token was taken, else seconds to wait.
 _TAKE = """

@@ -15,7 +15,7 @@ from pathlib import Path
 
 import redis
 
-from . import redis_tls
+from integration.infra import redis_tls
 
 
 def valkey_binary() -> str:
@@ -78,7 +78,7 @@ def ensure_redis_url(data_dir: Path) -> str:
     """REDIS_URL if set; otherwise the data directory's embedded server, started if needed."""
     url = os.environ.get("REDIS_URL")
     if url:
-        return url  # TLS (rediss://) is each client's business: integration.redis_tls
+        return url  # TLS (rediss://) is each client's business: integration.infra.redis_tls
     workdir = data_dir / "valkey"
     workdir.mkdir(parents=True, exist_ok=True)
     with open(workdir / "start.lock", "w") as lock:

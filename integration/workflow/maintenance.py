@@ -6,12 +6,12 @@ from datetime import datetime, timedelta
 
 from sqlalchemy import exists, or_, select
 
-from . import lifecycle as lc
-from .context import Context
-from .db import after_commit, session_scope
-from .models import FeedCursor, Receipt, Return, WebhookEvent
-from .pipeline import as_utc, ingest_return, loop_state
-from .retention import finish_event
+from integration.store.db import after_commit, session_scope
+from integration.store.models import FeedCursor, Receipt, Return, WebhookEvent
+from integration.store.retention import finish_event
+from integration.workflow import lifecycle as lc
+from integration.workflow.context import Context
+from integration.workflow.pipeline import as_utc, ingest_return, loop_state
 
 log = logging.getLogger(__name__)
 

@@ -7,11 +7,11 @@ from datetime import datetime
 
 from sqlalchemy.orm import Session, sessionmaker
 
-from .loop_client import LoopClient
-from .merchants import Merchant
-from .models import utcnow
-from .rlm_client import JsonTransport, RlmClient
-from .settings import Settings
+from integration.loop.client import LoopClient
+from integration.merchants import Merchant
+from integration.rlm.client import JsonTransport, RlmClient
+from integration.settings import Settings
+from integration.store.models import utcnow
 
 # enqueue(step_name, target_id): publish a task for a step; called only after a commit.
 Enqueue = Callable[[str, object], None]

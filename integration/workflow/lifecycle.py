@@ -3,7 +3,7 @@ from __future__ import annotations
 
 from datetime import datetime
 
-from .models import Return, TimelineEntry, utcnow
+from integration.store.models import Return, TimelineEntry, utcnow
 
 RECEIVED = "received"  # the webhook (or the reconciliation pull) told us about the return
 RMA_CREATED = "rma_created"

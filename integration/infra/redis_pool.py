@@ -26,7 +26,7 @@ from typing import Any
 import redis
 from redis.connection import parse_url
 
-from . import redis_tls
+from integration.infra import redis_tls
 
 _lock = threading.Lock()
 _pools: dict[tuple, redis.BlockingConnectionPool] = {}

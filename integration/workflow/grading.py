@@ -3,7 +3,7 @@ from __future__ import annotations
 
 from datetime import datetime
 
-from .rules import label
+from integration.workflow.rules import label
 
 # RLM receipt condition -> Loop condition_category.
 CATEGORY = {"GOOD": "grade_a", "MISSING_TAGS": "grade_b", "DAMAGED": "grade_c",

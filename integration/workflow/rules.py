@@ -10,7 +10,7 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from decimal import Decimal
 
-from .merchants import Criteria
+from integration.merchants import Criteria
 
 PROCESS = "process"
 FLAG = "flag"

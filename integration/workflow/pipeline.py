@@ -17,13 +17,24 @@ from sqlalchemy import select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
-from . import lifecycle as lc
-from . import rules
-from .context import Context
-from .db import after_commit, session_scope
-from .errors import FinalError, NotFound, NotSent, RetryableError, StepFailed, UpstreamError
-from .grading import grades
-from .mapping import (
+from integration.errors import (
+    FinalError,
+    NotFound,
+    NotSent,
+    RetryableError,
+    StepFailed,
+    UpstreamError,
+)
+from integration.infra.ratelimit import MAX_WAIT_S as LIMITER_MAX_WAIT_S
+from integration.merchants import Merchant
+from integration.store.db import after_commit, session_scope
+from integration.store.models import FeedCursor, Receipt, Return, WebhookEvent, receipts_for
+from integration.store.retention import finish_event
+from integration.workflow import lifecycle as lc
+from integration.workflow import rules
+from integration.workflow.context import Context
+from integration.workflow.grading import grades
+from integration.workflow.mapping import (
     build_ra,
     group_units,
     item_fields,
@@ -36,11 +47,7 @@ from .mapping import (
     sku_candidates,
     unit_from_loop,
 )
-from .merchants import Merchant
-from .models import FeedCursor, Receipt, Return, WebhookEvent, receipts_for
-from .notes import flag_note
-from .ratelimit import MAX_WAIT_S as LIMITER_MAX_WAIT_S
-from .retention import finish_event
+from integration.workflow.notes import flag_note
 
 log = logging.getLogger(__name__)
 

@@ -10,7 +10,7 @@ from sqlalchemy import bindparam
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import Engine
 
-from .models import WebhookEvent, fit_row, utcnow
+from integration.store.models import WebhookEvent, fit_row, utcnow
 
 _TABLE = WebhookEvent.__table__
 _COLUMNS = ("merchant", "dedupe_key", "body_sha256", "status", "topic", "trigger", "loop_return_id",

@@ -9,7 +9,7 @@ from typing import Any
 
 from marshmallow import EXCLUDE, Schema, ValidationError, fields, validate, validates_schema
 
-from .mapping import ship_from
+from integration.workflow.mapping import ship_from
 
 RETURN_TOPIC = "return"
 PROCESSING_TOPIC = "return.processing"

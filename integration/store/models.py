@@ -53,7 +53,7 @@ class WebhookEvent(Base):
 
 
 class Return(Base):
-    """One Loop return and its RMA; `state` is our lifecycle (see integration.lifecycle)."""
+    """One Loop return and its RMA; `state` is our lifecycle (see integration.workflow.lifecycle)."""
 
     __tablename__ = "returns"
     __table_args__ = (
@@ -66,7 +66,7 @@ class Return(Base):
     merchant: Mapped[str] = mapped_column(String(64))
     loop_return_id: Mapped[str] = mapped_column(String(32))
     # The RA's idempotency key in RLM, scoped by merchant: two merchants on one RLM company can
-    # have returns with the same Loop id (integration.mapping.rma_ref).
+    # have returns with the same Loop id (integration.workflow.mapping.rma_ref).
     rma_external_ref: Mapped[str | None] = mapped_column(String(100))
     state: Mapped[str] = mapped_column(String(32), index=True)
     loop_state: Mapped[str | None] = mapped_column(String(16))

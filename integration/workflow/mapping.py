@@ -8,7 +8,7 @@ from datetime import UTC, datetime
 from decimal import Decimal, InvalidOperation
 from zoneinfo import ZoneInfo
 
-from .regions import country_code3, state_code
+from integration.rlm.regions import country_code3, state_code
 
 
 def money(value) -> Decimal:

@@ -4,7 +4,7 @@ from __future__ import annotations
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from .models import Return, receipts_for
+from integration.store.models import Return, receipts_for
 
 
 def find_return(session: Session, merchant: str, loop_return_id: str) -> Return | None:

@@ -5,7 +5,7 @@ connections, opened as they are first needed; a thread that finds them all in us
 DB_POOL_TIMEOUT_S for one. A process holds one connection per thread working in the database at
 once (a session at a time), so what a process type really opens is the smaller of that and its
 threads: docs/operations.md, *Connection budget*. Every connection carries the process's name
-as its `application_name` (integration.redis_pool.process_role), so `pg_stat_activity` says who
+as its `application_name` (integration.infra.redis_pool.process_role), so `pg_stat_activity` says who
 holds it.
 """
 from __future__ import annotations
@@ -19,7 +19,7 @@ from sqlalchemy import create_engine, event
 from sqlalchemy.engine import Engine
 from sqlalchemy.orm import Session, sessionmaker
 
-from .redis_pool import process_role
+from integration.infra.redis_pool import process_role
 
 _engines: dict[str, Engine] = {}
 

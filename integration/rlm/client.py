@@ -9,8 +9,8 @@ from typing import Any, Protocol
 
 import requests
 
-from .errors import FinalError
-from .http import classify, decode_body, send, unreadable
+from integration.errors import FinalError
+from integration.infra.http import classify, decode_body, send, unreadable
 
 SYSTEM = "rlm"
 CLOSE_REASONS = ("LOOP_PROCESSED", "LOOP_FLAG_RESOLVED", "EXPIRED", "CUSTOMER_KEPT", "MANUAL")

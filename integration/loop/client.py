@@ -12,8 +12,8 @@ from urllib.parse import urljoin, urlparse
 
 import requests
 
-from .errors import FinalError, RetryableError
-from .http import classify, decode_body, send, unreadable
+from integration.errors import FinalError, RetryableError
+from integration.infra.http import classify, decode_body, send, unreadable
 
 NOTE_MAX = 254  # Loop requires "less than 255 characters"
 ELLIPSIS = "…"

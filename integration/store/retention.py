@@ -14,9 +14,9 @@ from typing import Any
 from sqlalchemy import select, update
 from sqlalchemy.orm import Session, sessionmaker
 
-from . import lifecycle as lc
-from .db import session_scope
-from .models import Return, TimelineEntry, WebhookEvent
+from integration.store.db import session_scope
+from integration.store.models import Return, TimelineEntry, WebhookEvent
+from integration.workflow import lifecycle as lc
 
 FINISHED_EVENTS = ("done", "ignored", "failed", "invalid")  # never handled again on their own
 BATCH = 1000  # rows per transaction: short locks, whatever the backlog

@@ -18,7 +18,7 @@ import requests
 from tenacity import retry, retry_if_exception, stop_after_attempt
 from urllib3.exceptions import NewConnectionError
 
-from .errors import FinalError, NotFound, NotSent, RetryableError, UpstreamError
+from integration.errors import FinalError, NotFound, NotSent, RetryableError, UpstreamError
 
 RETRYABLE_4XX = {408, 429}  # request timeout, rate limit; every 5xx is retryable too
 # Broken connections mid-answer are as transient as refused ones.

@@ -1,7 +1,7 @@
 """The Loop note that explains a flag: at most 254 characters, never cut mid-word."""
 from __future__ import annotations
 
-from .loop_client import NOTE_MAX
+from integration.loop.client import NOTE_MAX
 
 
 def flag_note(ra_number: int | None, items: list[str], limit: int = NOTE_MAX) -> str:

@@ -1,0 +1,1 @@
+"""Plumbing shared by every process: HTTP, Redis (pool, TLS, locks, rate limit, embedded Valkey), logs."""
