@@ -1,4 +1,4 @@
-"""`python -m bench [--only receiver,polling,memory,pipeline] [--out docs/benchmarks.md]`."""
+"""`python -m bench [--only receiver,polling,sweeper,memory,pipeline] [--out docs/benchmarks.md]`."""
 from __future__ import annotations
 
 import argparse
@@ -14,7 +14,7 @@ from pathlib import Path
 from .common import ROOT, Result, machine
 from .report import render, table
 
-BENCHMARKS = ("receiver", "polling", "memory", "pipeline")
+BENCHMARKS = ("receiver", "polling", "sweeper", "memory", "pipeline")
 
 
 def _run(name: str, args) -> Result:
@@ -28,6 +28,10 @@ def _run(name: str, args) -> Result:
 
         sizes = (1_000, 10_000) if args.quick else polling.SIZES
         return polling.main(sizes, progress=progress)
+    if name == "sweeper":
+        from . import sweeper
+
+        return sweeper.main((1_000, 10_000) if args.quick else sweeper.SIZES, progress=progress)
     if name == "memory":
         from . import memory
 
@@ -82,7 +86,7 @@ def main(argv: list[str] | None = None) -> int:
     elapsed = time.monotonic() - started
 
     # Run in the order above (the long pipeline last); report in the issue's order.
-    order = ("receiver", "pipeline", "polling", "memory")
+    order = ("receiver", "pipeline", "polling", "sweeper", "memory")
     results = [r for _, r in sorted(zip(chosen, results), key=lambda nr: order.index(nr[0]))]
     print()
     print(table(results), flush=True)

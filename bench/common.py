@@ -134,7 +134,7 @@ def open_return_rows(count: int, first: int = 0, merchant: str = "demo",
                      state: str = "transmitted", now: datetime | None = None) -> list[dict]:
     """Returns number `first`.. `first + count - 1` waiting for goods, as `create_rma` and
     `transmit_rma` leave them: an RA of two lines (2 + 1 units), transmitted, expiring in 30
-    days. Return n has RMA number RMA_START + n."""
+    days (and due for the sweeper then). Return n has RMA number RMA_START + n."""
     now = now or datetime.now(UTC)
     rows = []
     for n in range(first, first + count):
@@ -160,6 +160,8 @@ def open_return_rows(count: int, first: int = 0, merchant: str = "demo",
             "expires_at": now + timedelta(days=30), "decision": None, "decision_detail": None,
             "loop_note": None, "loop_action_claimed_at": None, "loop_actioned_at": None,
             "attention_reason": None, "attention_step": None, "step_attempts": 0,
+            # Its explicit schedule, as decide leaves it: look again when the RA expires.
+            "waiting_for": "goods", "next_attempt_at": now + timedelta(days=30),
             "created_at": now, "updated_at": now, "version": 1,
         })
     return rows

@@ -54,7 +54,7 @@ def main() -> None:
         out[name] = (time.process_time() - cpu) / (count * per) * 1000
 
     def store(i):
-        insert_event(engine, merchant="demo", dedupe_key=f"phases-{i}", body_sha256="x",
+        insert_event(engine, merchant="demo", dedupe_key=f"phases-{i}", body_sha256="x", lease_s=900.0,
                      status="received", event=events[i])
 
     def relay_drained():

@@ -3,13 +3,13 @@
 For each size, a fresh SQLite database holds N returns waiting for goods (`transmitted`, an RA
 of two lines each, bulk-inserted), and one RLM sandbox (its own process, with 150 ms added to
 every API call as in the pipeline benchmark) holds the same fixed set of new receipts against
-RAs spread evenly over those N. One cycle is `integration.workflow.pipeline.poll_receipts(ctx, "demo")`,
+RAs spread evenly over those N. One cycle is `integration.workflow.receiving.poll_receipts(ctx, "demo")`,
 what beat's `rlm.poll_receipts` runs: it reads RLM's receipt feed from its cursor, stores the
 new receipts and enqueues a decision for each return that got one (the enqueue is recorded,
 not sent). We count the RLM requests the sandbox saw, and the cycle's CPU time in this
 process (the sandbox's own work excluded) and wall time, best of three runs.
 
-The sweep (`integration.workflow.maintenance.sweep`, every SWEEP_INTERVAL_S) also walks the open
+The sweep (`integration.workflow.sweeper.sweep`, every SWEEP_INTERVAL_S) also walks the open
 returns; it is timed the same way for reference.
 """
 from __future__ import annotations
@@ -163,8 +163,8 @@ def query_plans(database_url: str) -> dict[str, str]:
 
 
 def run(sizes=SIZES, new_receipts: int = NEW_RECEIPTS, repeats: int = 3, progress=print) -> dict:
-    from integration.workflow.maintenance import sweep
-    from integration.workflow.pipeline import poll_receipts
+    from integration.workflow.sweeper import sweep
+    from integration.workflow.receiving import poll_receipts
 
     workdir = Path(tempfile.mkdtemp(prefix="bench-polling-"))
     rlm = RlmSandbox(workdir)

@@ -38,7 +38,7 @@ from integration.store.models import Return
 from integration.store.status import return_view
 from integration.workflow import maintenance
 from integration.workflow.context import Context
-from integration.workflow.pipeline import ingest_return
+from integration.workflow.events import ingest_return
 from integration.workflow.rules import label
 from workers.names import STEP_TASK_NAMES, publisher
 
@@ -301,8 +301,7 @@ def status(loop_return_id: str, merchant: str | None, as_json: bool) -> None:
 def _waiting(waiting: dict | None) -> str:
     if not waiting:
         return "-"
-    return (f"for {waiting['for'].replace('_', ' ')}: next look {waiting['next_check_at'][:19]}, "
-            f"parked if nothing by {waiting['until'][:19]}")
+    return waiting["text"]
 
 
 def _describe(view: dict) -> str:

@@ -10,9 +10,9 @@ from sqlalchemy import JSON, select, update
 from integration.settings import load_settings
 from integration.store.models import Return, TimelineEntry, WebhookEvent, utcnow
 from integration.store.retention import purge_old_data
-from integration.workflow import pipeline
+from integration.workflow import events as workflow_events
 from integration.workflow.context import Context
-from integration.workflow.maintenance import sweep
+from integration.workflow.sweeper import sweep
 from tests.test_receiver import CREATED
 
 OLD = timedelta(days=91)  # past the default RETENTION_DAYS (90)
@@ -129,7 +129,7 @@ def test_an_event_given_up_by_the_sweeper_keeps_no_address(post_webhook, session
     assert stored.payload["ship_from"]["name"] == "Jane Doe"
     with sessions() as s:
         ev = s.get(WebhookEvent, stored.id)
-        ev.attempts, ev.updated_at = 99, utcnow() - timedelta(days=1)
+        ev.attempts, ev.next_attempt_at = 99, utcnow() - timedelta(days=1)  # its lease long over
         s.commit()
     assert sweep(context(sessions, merchants))["parked"] == 1
     [failed] = events(sessions)
@@ -140,7 +140,7 @@ def test_an_event_given_up_by_the_sweeper_keeps_no_address(post_webhook, session
 def test_an_event_that_fails_keeps_no_address(post_webhook, sessions, merchants):
     post_webhook(CREATED)
     [stored] = events(sessions)
-    pipeline.handle_event(context(sessions, {}), stored.id)  # its merchant is gone
+    workflow_events.handle_event(context(sessions, {}), stored.id)  # its merchant is gone
     [failed] = events(sessions)
     assert failed.status == "failed" and "ship_from" not in failed.payload
 

@@ -74,6 +74,6 @@ _RELAY = Relay(_celery_publish_events)
 
 
 def _celery_enqueue_step(step: str, return_id: int) -> None:
-    from workers.tasks import enqueue
+    from workers.tasks import context
 
-    enqueue(step, return_id)
+    context().enqueue(step, return_id)

@@ -60,7 +60,8 @@ def _store(merchant: str, key: str, body_hash: str, event: dict | None, status: 
     """Insert and commit the inbox row; only then hand it on for processing."""
     engine = current_app.config["SESSIONS"].kw["bind"]
     row_id = insert_event(engine, merchant=merchant, dedupe_key=key, body_sha256=body_hash,
-                          status=status, event=event, error=error)
+                          status=status, event=event, error=error,
+                          lease_s=current_app.config["SETTINGS"].stuck_after_s)
     if row_id is not None and status == "received":
         try:
             current_app.config["ENQUEUE_EVENT"](row_id)

@@ -7,6 +7,7 @@ from celery import Celery, signals
 
 from integration.infra import redis_pool
 from integration.production import refuse_to_run_wrong
+from integration.workflow.steps import PERIODIC
 
 from . import observability, runtime  # noqa: F401  (observability: JSON logs and metrics via signals)
 from .error_reporting import celery_role, init_error_reporting, process_name
@@ -37,12 +38,7 @@ app.config_from_object("celeryconfig")
 
 def _schedule() -> dict:
     s = runtime.settings()
-    every = {
-        "poll-rlm-receipts": ("rlm.poll_receipts", s.receipt_poll_interval_s),
-        "sweep": ("integration.sweep", s.sweep_interval_s),
-        "reconcile-loop": ("loop.reconcile", s.reconcile_interval_s),
-        "purge-old-data": ("integration.purge", s.retention_interval_s),
-    }
+    every = {p.name: (p.task, float(getattr(s, p.every))) for p in PERIODIC}
     # Each entry expires after one interval: a backlog never piles up duplicate polls.
     return {name: {"task": task, "schedule": interval, "options": {"expires": max(interval, 1.0)}}
             for name, (task, interval) in every.items()}

@@ -1,29 +1,12 @@
-"""Task names, queues and routes (no Celery import: publishers and tests can use it freely)."""
+"""Task names, queues and routes, derived from the step table (integration/workflow/steps.py).
+No Celery import here: publishers and tests can use it freely."""
+from integration.workflow.steps import DISPATCH_EVENTS, HANDLE_EVENT, QUEUES, STEPS, TASK_QUEUES
 
-STEP_TASK_NAMES = {
-    "handle_event": "loop.handle_event",
-    "create_rma": "rlm.create_rma",
-    "transmit_rma": "rlm.transmit_rma",
-    "decide": "integration.decide",
-    "act_in_loop": "loop.act_in_loop",
-    "close_rma": "rlm.close_rma",
-    "cancel_rma": "rlm.cancel_rma",
-}
+# Step name -> task name, for publishing a step by name (Context.enqueue).
+STEP_TASK_NAMES = {"handle_event": HANDLE_EVENT, **{s.name: s.task for s in STEPS}}
+TASK_ROUTES = {task: {"queue": queue} for task, queue in TASK_QUEUES.items()}
 
-# Queues split by the system their tasks wait on. Periodic jobs get a queue of their own so a
-# backlog of RLM work (a thousand returns at once) never delays the receipt poll behind it.
-QUEUES = ("periodic", "default", "erp", "loop")
-TASK_ROUTES = {
-    "rlm.poll_receipts": {"queue": "periodic"},
-    "integration.sweep": {"queue": "periodic"},
-    "loop.reconcile": {"queue": "periodic"},
-    "integration.purge": {"queue": "periodic"},
-    # Handling a webhook is database work (a Loop read at most, through the shared rate-limit
-    # bucket): it must not wait behind every Loop action queued for a rate-limit slot.
-    "loop.handle_event": {"queue": "default"},
-    "loop.*": {"queue": "loop"},
-    "rlm.*": {"queue": "erp"},
-}
+__all__ = ["DISPATCH_EVENTS", "QUEUES", "STEP_TASK_NAMES", "TASK_ROUTES", "publisher"]
 
 
 def publisher(redis_url: str):

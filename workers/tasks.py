@@ -1,10 +1,10 @@
-"""Celery tasks. Each takes an id, re-reads state in integration.workflow.pipeline, and has an explicit
-retry policy: back off on 5xx, timeouts, connection errors and 429; never retry other 4xx.
+"""Celery tasks, built from the step table (integration/workflow/steps.py): each takes an id,
+re-reads state, and retries by its step's policy: back off on 5xx, timeouts, connection errors
+and 429; never retry other 4xx (the step parks the return instead).
 """
 from __future__ import annotations
 
 import logging
-import os
 import random
 
 import redis
@@ -14,124 +14,106 @@ from sqlalchemy.orm.exc import StaleDataError
 from integration.errors import RetryableError
 from integration.infra import redis_pool
 from integration.infra.locks import single_run
-from integration.infra.ratelimit import TokenBucket, bucket_name
 from integration.store import retention
-from integration.workflow import maintenance, pipeline
+from integration.workflow import events, receiving, reconcile, runner, steps, sweeper
 from integration.workflow.context import Context
+from integration.workflow.steps import (
+    DEFAULT_RETRY,
+    DISPATCH_EVENTS,
+    HANDLE_EVENT,
+    PERIODIC,
+    STEPS,
+    RetryPolicy,
+    Step,
+)
 
 from . import runtime
 from .celery_app import app
-from .names import STEP_TASK_NAMES
 
 log = logging.getLogger(__name__)
 
-RETRY_BASE_S = float(os.environ.get("TASK_RETRY_BASE_S", "2"))
-# Stays well under the broker's visibility timeout, and under STUCK_AFTER_S so the sweeper
-# never mistakes a task waiting for its retry for a lost one.
-RETRY_MAX_S = float(os.environ.get("TASK_RETRY_MAX_S", "600"))
-MAX_RETRIES = 10
 # Conflicts with another worker or a locked database: retry soon.
 TRANSIENT = (RetryableError, StaleDataError, OperationalError, redis.ConnectionError)
 
+PERIODIC_TASK = {p.name: p.task for p in PERIODIC}
+
 _context: Context | None = None
-
-
-def enqueue(step: str, target_id) -> None:
-    app.send_task(STEP_TASK_NAMES[step], args=[target_id])
-
-
-def publish_events(event_ids: list[int]) -> None:
-    """Hand stored inbox rows to the workers: one message for a row, one for a batch of them."""
-    if len(event_ids) == 1:
-        enqueue("handle_event", event_ids[0])
-    else:
-        app.send_task("inbox.dispatch_events", args=[event_ids])
 
 
 def context() -> Context:
     global _context
     if _context is None:
-        _context = Context(settings=runtime.settings(), merchants=runtime.merchants(),
-                           sessions=runtime.sessions(), enqueue=enqueue,
-                           loop_limiter_for=_loop_limiter, loop_backlog=_loop_backlog)
+        _context = Context.for_service(runtime.settings(), runtime.merchants(), runtime.sessions(),
+                                       lambda task, args: app.send_task(task, args=args), _redis())
     return _context
 
 
+def publish_events(event_ids: list[int]) -> None:
+    """Hand stored inbox rows to the workers: one message for a row, one for a batch of them."""
+    if len(event_ids) == 1:
+        app.send_task(HANDLE_EVENT, args=[event_ids[0]])
+    else:
+        app.send_task(DISPATCH_EVENTS, args=[event_ids])
+
+
 def _redis() -> redis.Redis:
-    """The process's shared client (integration.infra.redis_pool) for the limiter, the locks and the
-    backlog check: the same connection as the metrics and Celery's publishing."""
+    """The process's shared client (integration.infra.redis_pool) for the limiter, the locks and
+    the backlog check: the same connection as the metrics and Celery's publishing."""
     return redis_pool.client(runtime.redis_url())
 
 
-def _loop_limiter(merchant) -> TokenBucket:
-    return TokenBucket(_redis(), bucket_name("loop", merchant.loop_api_key),
-                       runtime.settings().loop_requests_per_minute)
-
-
-def _loop_backlog() -> int | None:
-    """Messages waiting on the `loop` queue (the Redis transport keeps a queue as a list)."""
-    try:
-        return _redis().llen("loop")
-    except redis.RedisError:
-        return None
-
-
-def backoff(retries: int, retry_after: float | None = None) -> float:
+def backoff(retries: int, retry_after: float | None = None, policy: RetryPolicy = DEFAULT_RETRY) -> float:
     """Exponential backoff with full jitter; a server's Retry-After is a floor."""
-    delay = min(RETRY_MAX_S, RETRY_BASE_S * 2 ** retries) * random.uniform(0.5, 1.0)
-    return min(RETRY_MAX_S, max(delay, retry_after or 0.0))
+    delay = min(policy.max_s, policy.base_s * 2 ** retries) * random.uniform(0.5, 1.0)
+    return min(policy.max_s, max(delay, retry_after or 0.0))
 
 
-def _retry(task, exc: Exception):
-    if task.request.retries >= task.max_retries:
-        raise exc
-    raise task.retry(exc=exc, countdown=backoff(task.request.retries, getattr(exc, "retry_after", None)))
+def _retry(task, exc: Exception, policy: RetryPolicy, kind: str, target_id: int):
+    """Retry later, keeping the row's lease past the retry so the sweeper does not send a
+    duplicate meanwhile."""
+    countdown = backoff(task.request.retries, getattr(exc, "retry_after", None), policy)
+    runner.extend_lease(context(), kind, target_id, countdown)
+    raise task.retry(exc=exc, countdown=countdown)
 
 
-@app.task(name="loop.handle_event", bind=True, acks_late=True, max_retries=MAX_RETRIES)
+@app.task(name=HANDLE_EVENT, bind=True, acks_late=True, max_retries=DEFAULT_RETRY.max_retries)
 def handle_event(self, event_id: int) -> None:
     try:
-        pipeline.handle_event(context(), event_id)
+        events.handle_event(context(), event_id)
     except TRANSIENT as exc:
         if self.request.retries >= self.max_retries:
-            pipeline.fail_event(context(), event_id, f"gave up after retries: {exc}")
+            events.fail_event(context(), event_id, f"gave up after retries: {exc}")
             return
-        _retry(self, exc)
+        _retry(self, exc, DEFAULT_RETRY, "event", event_id)
 
 
-@app.task(name="inbox.dispatch_events", bind=True, acks_late=True, max_retries=MAX_RETRIES)
+@app.task(name=DISPATCH_EVENTS, bind=True, acks_late=True, max_retries=DEFAULT_RETRY.max_retries)
 def dispatch_events(self, event_ids: list[int]) -> None:
     """Fan a receiver's batch out into one handle_event per row, so each keeps its own retries
     (sent twice, a row is handled once: handle_event re-reads its status)."""
     try:
         for event_id in event_ids:
-            enqueue("handle_event", event_id)
+            app.send_task(HANDLE_EVENT, args=[event_id])
     except Exception as exc:  # broker trouble mid-way: send the whole batch again later
-        _retry(self, exc)
+        raise self.retry(exc=exc, countdown=backoff(self.request.retries)) from None
 
 
-def _step_task(step: str):
+def _step_task(step: Step):
     def run(self, return_id: int) -> None:
         try:
-            pipeline.run_step(context(), step, return_id)
+            steps.run_step(context(), step.name, return_id)
         except TRANSIENT as exc:
             if self.request.retries >= self.max_retries:
-                pipeline.park_return(context(), return_id, step,
-                                     f"{step} still failing after {self.max_retries} retries: {exc}")
+                runner.park_return(context(), return_id, step.name,
+                                   f"{step.name} still failing after {self.max_retries} retries: {exc}")
                 return
-            _retry(self, exc)
+            _retry(self, exc, step.retry, "return", return_id)
 
-    run.__name__ = run.__qualname__ = step
-    return app.task(name=STEP_TASK_NAMES[step], bind=True, acks_late=True,
-                    max_retries=MAX_RETRIES)(run)
+    run.__name__ = run.__qualname__ = step.name
+    return app.task(name=step.task, bind=True, acks_late=True, max_retries=step.retry.max_retries)(run)
 
 
-create_rma = _step_task("create_rma")
-transmit_rma = _step_task("transmit_rma")
-decide = _step_task("decide")
-act_in_loop = _step_task("act_in_loop")
-close_rma = _step_task("close_rma")
-cancel_rma = _step_task("cancel_rma")
+STEP_TASKS = {step.name: _step_task(step) for step in STEPS}
 
 
 def _each_merchant(fn, what: str) -> None:
@@ -142,29 +124,29 @@ def _each_merchant(fn, what: str) -> None:
             log.exception("%s failed for merchant %s", what, name)
 
 
-@app.task(name="rlm.poll_receipts", acks_late=True)
+@app.task(name=PERIODIC_TASK["poll-rlm-receipts"], acks_late=True)
 def poll_receipts() -> None:
     with _single("poll_receipts", timeout=15) as mine:
         if mine:
-            _each_merchant(pipeline.poll_receipts, "receipt poll")
+            _each_merchant(receiving.poll_receipts, "receipt poll")
 
 
-@app.task(name="loop.reconcile", acks_late=True)
-def reconcile() -> None:
+@app.task(name=PERIODIC_TASK["reconcile-loop"], acks_late=True)
+def reconcile_loop() -> None:
     with _single("reconcile", timeout=300) as mine:
         if mine:
-            _each_merchant(maintenance.reconcile_loop, "Loop reconciliation")
+            _each_merchant(reconcile.reconcile_loop, "Loop reconciliation")
 
 
-@app.task(name="integration.sweep", acks_late=True)
+@app.task(name=PERIODIC_TASK["sweep"], acks_late=True)
 def sweep() -> None:
     with _single("sweep", timeout=15) as mine:
-        counts = maintenance.sweep(context()) if mine else {}
+        counts = sweeper.sweep(context()) if mine else {}
         if any(counts.values()):
             log.info("sweep re-drove %s", counts)
 
 
-@app.task(name="integration.purge", acks_late=True)
+@app.task(name=PERIODIC_TASK["purge-old-data"], acks_late=True)
 def purge() -> None:
     """Retention: clear old webhook bodies, errors and timeline details (integration.store.retention)."""
     with _single("purge", timeout=300) as mine:

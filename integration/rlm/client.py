@@ -5,6 +5,7 @@ transport (Part A.2 conventions) can replace it once RLM confirms its real API.
 """
 from __future__ import annotations
 
+from enum import StrEnum
 from typing import Any, Protocol
 
 import requests
@@ -13,6 +14,18 @@ from integration.errors import FinalError
 from integration.infra.http import classify, decode_body, send, unreadable
 
 SYSTEM = "rlm"
+
+
+class RaStatus(StrEnum):
+    """A return authorization's status in RLM (docs/rlm-api.md)."""
+
+    OPEN = "OPEN"  # created, not yet transmitted to the warehouse
+    TRANSMITTED = "TRANSMITTED"
+    PARTIALLY_RECEIVED = "PARTIALLY_RECEIVED"
+    RECEIVED = "RECEIVED"
+    CLOSED = "CLOSED"
+    CANCELLED = "CANCELLED"
+
 CLOSE_REASONS = ("LOOP_PROCESSED", "LOOP_FLAG_RESOLVED", "EXPIRED", "CUSTOMER_KEPT", "MANUAL")
 # B.4: lines only while OPEN, the rest until the RA is terminal.
 PATCHABLE = ("lines", "carrier", "tracking_number", "notes", "special01", "special02", "special03", "special04")

@@ -5,16 +5,17 @@ import fcntl
 import os
 import threading
 from contextlib import contextmanager
+from datetime import timedelta
 
 from sqlalchemy import bindparam
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import Engine
 
-from integration.store.models import WebhookEvent, fit_row, utcnow
+from integration.store.models import InboxStatus, WebhookEvent, fit_row, utcnow
 
 _TABLE = WebhookEvent.__table__
 _COLUMNS = ("merchant", "dedupe_key", "body_sha256", "status", "topic", "trigger", "loop_return_id",
-            "payload", "last_error", "attempts", "received_at", "updated_at")
+            "payload", "last_error", "attempts", "next_attempt_at", "received_at", "updated_at")
 
 
 def _insert(dialect):
@@ -52,14 +53,17 @@ def _sqlite_writer(engine: Engine):
 
 
 def insert_event(engine: Engine, *, merchant: str, dedupe_key: str, body_sha256: str, status: str,
-                 event: dict | None = None, error: str | None = None) -> int | None:
-    """Store one delivery and commit; its row id, or None if the same event is already stored."""
+                 lease_s: float, event: dict | None = None, error: str | None = None) -> int | None:
+    """Store one delivery and commit; its row id, or None if the same event is already stored.
+
+    A row to handle is due for the sweeper `lease_s` from now, should its message be lost."""
     event = event or {}
     now = utcnow()
+    retry_at = now + timedelta(seconds=lease_s) if status == InboxStatus.RECEIVED else None
     row = {"merchant": merchant, "dedupe_key": dedupe_key, "body_sha256": body_sha256, "status": status,
            "topic": event.get("topic"), "trigger": event.get("trigger"),
            "loop_return_id": event.get("loop_return_id"), "payload": event or None, "last_error": error,
-           "attempts": 0, "received_at": now, "updated_at": now}
+           "attempts": 0, "next_attempt_at": retry_at, "received_at": now, "updated_at": now}
     row = fit_row(_TABLE, row)
     if engine.dialect.name != "sqlite":
         with engine.begin() as conn:

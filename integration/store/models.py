@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 from datetime import UTC, datetime
+from enum import StrEnum
 from typing import Any, ClassVar
 
 from sqlalchemy import (
@@ -29,6 +30,22 @@ class Base(DeclarativeBase):
     type_annotation_map: ClassVar[dict[Any, Any]] = {datetime: DateTime(timezone=True), dict: JSON, list: JSON}
 
 
+class InboxStatus(StrEnum):
+    """An inbox row's life: received -> processing -> done | ignored | failed. `invalid`: stored
+    for inspection only (it never reaches a worker)."""
+
+    RECEIVED = "received"
+    PROCESSING = "processing"
+    DONE = "done"
+    IGNORED = "ignored"
+    FAILED = "failed"
+    INVALID = "invalid"
+
+
+OPEN_EVENTS = (InboxStatus.RECEIVED, InboxStatus.PROCESSING)  # a worker still has to finish them
+FINISHED_EVENTS = (InboxStatus.DONE, InboxStatus.IGNORED, InboxStatus.FAILED, InboxStatus.INVALID)
+
+
 class WebhookEvent(Base):
     """Inbox: every accepted Loop delivery, stored (PII-minimised) before it is acknowledged."""
 
@@ -42,9 +59,11 @@ class WebhookEvent(Base):
     topic: Mapped[str | None] = mapped_column(String(64))
     trigger: Mapped[str | None] = mapped_column(String(64))
     loop_return_id: Mapped[str | None] = mapped_column(String(32), index=True)
-    # received -> processing -> done | ignored | failed; invalid = stored for inspection only
-    status: Mapped[str] = mapped_column(String(16), index=True)
+    status: Mapped[str] = mapped_column(String(16), index=True)  # InboxStatus
     attempts: Mapped[int] = mapped_column(Integer, default=0)
+    # While open: when the sweeper hands the row to a worker again should its message be lost
+    # (indexed: the sweeper selects due rows). NULL once finished.
+    next_attempt_at: Mapped[datetime | None] = mapped_column(index=True)
     last_error: Mapped[str | None] = mapped_column(Text)
     # SQL NULL for None (not JSON 'null'), so what retention cleared is plain to see and to skip.
     payload: Mapped[dict | None] = mapped_column(JSON(none_as_null=True))
@@ -93,20 +112,20 @@ class Return(Base):
     # Set just before the Loop action's request leaves: from then on it may have reached Loop.
     loop_call_sent_at: Mapped[datetime | None]
     loop_actioned_at: Mapped[datetime | None]
-    # The newest receipt the last decision saw (stored_at), so the sweeper can tell a return
-    # whose decide message was lost after a receipt from one that is simply waiting.
-    receipts_seen_at: Mapped[datetime | None]
-    # What the return waits for in its current state, the next time to look, and the end of the
-    # wait (past it the return is parked): an explicit schedule, never inferred from updated_at.
+    # The explicit schedule (lifecycle.Wait): what the return waits for in its state, when the
+    # sweeper looks again (indexed: it selects due rows), and the end of a wait for Loop (past
+    # it the return is parked). NULL only when terminal. Never inferred from updated_at.
     waiting_for: Mapped[str | None] = mapped_column(String(32))
-    next_check_at: Mapped[datetime | None] = mapped_column(index=True)
+    next_attempt_at: Mapped[datetime | None] = mapped_column(index=True)
     wait_deadline: Mapped[datetime | None]
     attention_reason: Mapped[str | None] = mapped_column(Text)
     # The step that was running when the return was parked, so `retry` resumes there.
     attention_step: Mapped[str | None] = mapped_column(String(32))
+    # How many times the sweeper has sent the state's step again (its message lost); reset when
+    # the step reaches a new wait or state.
     step_attempts: Mapped[int] = mapped_column(Integer, default=0)
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
-    updated_at: Mapped[datetime] = mapped_column(default=utcnow, onupdate=utcnow, index=True)
+    updated_at: Mapped[datetime] = mapped_column(default=utcnow, onupdate=utcnow, index=True)  # pages' order
     version: Mapped[int] = mapped_column(Integer, nullable=False, default=1)
 
     timeline: Mapped[list[TimelineEntry]] = relationship(
@@ -199,8 +218,11 @@ def create_all(engine) -> None:
 
 
 __all__ = [
+    "FINISHED_EVENTS",
+    "OPEN_EVENTS",
     "Base",
     "FeedCursor",
+    "InboxStatus",
     "Receipt",
     "Return",
     "TimelineEntry",

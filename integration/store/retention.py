@@ -15,16 +15,15 @@ from sqlalchemy import select, update
 from sqlalchemy.orm import Session, sessionmaker
 
 from integration.store.db import session_scope
-from integration.store.models import Return, TimelineEntry, WebhookEvent
+from integration.store.models import FINISHED_EVENTS, Return, TimelineEntry, WebhookEvent
 from integration.workflow import lifecycle as lc
 
-FINISHED_EVENTS = ("done", "ignored", "failed", "invalid")  # never handled again on their own
 BATCH = 1000  # rows per transaction: short locks, whatever the backlog
 
 
 def finish_event(ev: WebhookEvent, status: str, error: str | None) -> None:
     """Give an inbox row its final status; the shopper's address has no business staying."""
-    ev.status, ev.last_error = status, error
+    ev.status, ev.last_error, ev.next_attempt_at = status, error, None
     if ev.payload and "ship_from" in ev.payload:
         ev.payload = {k: v for k, v in ev.payload.items() if k != "ship_from"}
 

@@ -7,13 +7,41 @@ from sqlalchemy.orm import Session
 from integration.store.models import Return, receipts_for
 
 
+def _by_loop_id(merchant: str, loop_return_id: str):
+    return select(Return).where(Return.merchant == merchant, Return.loop_return_id == str(loop_return_id))
+
+
 def find_return(session: Session, merchant: str, loop_return_id: str) -> Return | None:
-    return session.scalar(select(Return).where(Return.merchant == merchant,
-                                               Return.loop_return_id == str(loop_return_id)))
+    """A merchant's return by its Loop id (the unique key)."""
+    return session.scalar(_by_loop_id(merchant, loop_return_id))
+
+
+def lock_return(session: Session, merchant: str, loop_return_id: str) -> Return | None:
+    """The same, locked for update until the transaction ends."""
+    return session.scalar(_by_loop_id(merchant, loop_return_id).with_for_update())
 
 
 def _iso(value) -> str | None:
     return value.isoformat() if value is not None else None
+
+
+def _at(value) -> str:
+    return f"{value.isoformat()[:19]} UTC" if value is not None else "no time set"
+
+
+# What each kind of wait (workflow.lifecycle.Wait) means, for a person reading the status.
+_WAITS = {
+    "step": lambda r: f"its next step to run (sent; sent again if it has not run by {_at(r.next_attempt_at)})",
+    "goods": lambda r: f"the warehouse (decided by {_at(r.next_attempt_at)} whatever else arrives)",
+    "loop_outcome": lambda r: (f"Loop to show the outcome of our call (next look {_at(r.next_attempt_at)}; "
+                               f"parked for a person if nothing by {_at(r.wait_deadline)})"),
+    "person": lambda r: "a person (needs attention)",
+}
+
+
+def waiting_text(ret: Return) -> str | None:
+    describe = _WAITS.get(ret.waiting_for or "")
+    return describe(ret) if describe else ret.waiting_for
 
 
 def return_view(ret: Return) -> dict:
@@ -39,8 +67,8 @@ def return_view(ret: Return) -> dict:
             "loop_note": ret.loop_note,
         } if ret.decision else None,
         "attention_reason": ret.attention_reason,
-        "waiting": {"for": ret.waiting_for, "next_check_at": _iso(ret.next_check_at),
-                    "until": _iso(ret.wait_deadline)} if ret.waiting_for else None,
+        "waiting": {"for": ret.waiting_for, "next_attempt_at": _iso(ret.next_attempt_at),
+                    "until": _iso(ret.wait_deadline), "text": waiting_text(ret)} if ret.waiting_for else None,
         "created_at": _iso(ret.created_at),
         "updated_at": _iso(ret.updated_at),
         "timeline": [

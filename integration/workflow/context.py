@@ -5,8 +5,10 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime
 
+from redis import Redis, RedisError
 from sqlalchemy.orm import Session, sessionmaker
 
+from integration.infra.ratelimit import TokenBucket, bucket_name
 from integration.loop.client import LoopClient
 from integration.merchants import Merchant
 from integration.rlm.client import JsonTransport, RlmClient
@@ -29,6 +31,33 @@ class Context:
     loop_backlog: Callable[[], int | None] = lambda: None
     _loop: dict[str, LoopClient] = field(default_factory=dict)
     _rlm: dict[str, RlmClient] = field(default_factory=dict)
+
+    @classmethod
+    def for_service(cls, settings: Settings, merchants: dict[str, Merchant], sessions: sessionmaker[Session],
+                    send_task: Callable[[str, list], object] | None, redis: Redis | None) -> Context:
+        """The one way the service's processes (workers, web, CLI) build their Context: steps
+        published by task name (the step table's), Loop's rate limit shared through Redis."""
+        from integration.workflow.steps import task_name  # the table imports the steps
+
+        def enqueue(step: str, target_id) -> None:
+            if send_task is None:
+                raise RuntimeError("this process does not publish tasks")
+            send_task(task_name(step), [target_id])
+
+        def limiter(merchant: Merchant) -> TokenBucket:
+            assert redis is not None
+            return TokenBucket(redis, bucket_name("loop", merchant.loop_api_key),
+                               settings.loop_requests_per_minute)
+
+        def loop_backlog() -> int | None:
+            """Messages waiting on the `loop` queue (the Redis transport keeps a queue as a list)."""
+            try:
+                return int(redis.llen("loop")) if redis is not None else None
+            except RedisError:
+                return None
+
+        return cls(settings=settings, merchants=merchants, sessions=sessions, enqueue=enqueue,
+                   loop_limiter_for=limiter if redis is not None else None, loop_backlog=loop_backlog)
 
     def merchant(self, name: str) -> Merchant:
         return self.merchants[name]

@@ -54,3 +54,36 @@ def test_init_db_migrates_a_new_database_and_adopts_one_made_without_migrations(
     create_all(get_engine(legacy))  # what the processes do by themselves in development
     assert "stamped" in cli("init-db", env={"DATABASE_URL": legacy}).output
     assert "up to date" in cli("init-db", env={"DATABASE_URL": legacy}).output
+
+
+def test_upgrading_to_explicit_schedules_makes_every_open_row_due_once(database_url):
+    """0004: returns and inbox rows stored before schedules existed are looked at by the next
+    sweep (each step is safe to run again); parked ones wait for a person, finished ones for nothing."""
+    from datetime import UTC, datetime
+
+    from sqlalchemy import text
+
+    config = alembic_config(database_url)
+    command.upgrade(config, "0003")
+    now = datetime.now(UTC)
+    engine = get_engine(database_url)
+    with engine.begin() as conn:
+        for n, state in enumerate(("transmitted", "decided", "needs_attention", "complete")):
+            conn.execute(text(
+                "INSERT INTO returns (merchant, loop_return_id, state, units, rma_lines, step_attempts, "
+                "created_at, updated_at, version) VALUES ('demo', :id, :state, '[]', '[]', 0, :now, :now, 1)"),
+                {"id": str(n), "state": state, "now": now})
+        for n, status in enumerate(("received", "processing", "done")):
+            conn.execute(text(
+                "INSERT INTO webhook_events (merchant, dedupe_key, body_sha256, status, attempts, "
+                "received_at, updated_at) VALUES ('demo', :key, 'x', :status, 0, :now, :now)"),
+                {"key": f"k{n}", "status": status, "now": now})
+    command.upgrade(config, "head")
+    with engine.connect() as conn:
+        returns = {r.state: (r.waiting_for, r.next_attempt_at is not None) for r in conn.execute(
+            text("SELECT state, waiting_for, next_attempt_at FROM returns"))}
+        events = {r.status: r.next_attempt_at is not None for r in conn.execute(
+            text("SELECT status, next_attempt_at FROM webhook_events"))}
+    assert returns == {"transmitted": ("step", True), "decided": ("step", True),
+                       "needs_attention": ("person", False), "complete": (None, False)}
+    assert events == {"received": True, "processing": True, "done": False}

@@ -14,7 +14,7 @@ import requests
 from integration.errors import RetryableError
 from integration.merchants import Criteria, demo_merchant_config, parse_merchants
 from integration.settings import load_settings
-from integration.workflow import pipeline
+from integration.workflow import events, loop_action, receiving, runner, steps
 from integration.workflow.context import Context
 from sandbox.common import ServerThread
 from sandbox.loop import create_app as loop_app
@@ -49,10 +49,10 @@ class Harness:
             step, target = self.queue.pop(0)
             ran.append(step)
             if step == "handle_event":
-                pipeline.handle_event(self.ctx, target)
+                events.handle_event(self.ctx, target)
             else:
                 try:
-                    pipeline.run_step(self.ctx, step, target)
+                    steps.run_step(self.ctx, step, target)
                 except RetryableError:
                     pass  # Celery would retry later; tests trigger the later event themselves
         return ran
@@ -71,7 +71,7 @@ class Harness:
 
     def ingest(self, loop_id: str) -> int:
         """What a webhook (or the list pull) does: read the return from Loop and record it."""
-        return pipeline.ingest_return(self.ctx, self.merchant, self.ctx.loop(self.merchant).get_return(loop_id),
+        return events.ingest_return(self.ctx, self.merchant, self.ctx.loop(self.merchant).get_return(loop_id),
                                       cause="test")
 
     def receive(self, ra_number: int, scenario: str) -> None:
@@ -79,7 +79,7 @@ class Harness:
         requests.post(url, json={"scenario": scenario}, timeout=5).raise_for_status()
 
     def poll(self) -> None:
-        pipeline.poll_receipts(self.ctx, "demo")
+        receiving.poll_receipts(self.ctx, "demo")
 
     def ret(self, return_id: int):
         from integration.store.models import Return

@@ -14,9 +14,10 @@ import requests
 from integration.merchants import Criteria, demo_merchant_config, parse_merchants
 from integration.store.models import Return
 from integration.workflow import lifecycle as lc
-from integration.workflow import pipeline
+from integration.workflow import events, loop_action, receiving, runner, steps
 from integration.workflow.context import Context
-from integration.workflow.maintenance import retry_return, sweep
+from integration.workflow.maintenance import retry_return
+from integration.workflow.sweeper import sweep
 from sandbox.common import ServerThread
 from sandbox.loop import create_app as loop_app
 from tests.conftest import wire
@@ -97,7 +98,7 @@ def test_a_process_call_applied_but_its_answer_lost_is_never_sent_again(harness_
         sweep_and_drain(h)
     assert accepted(h, loop_id) == 1  # Loop's ledger: one process call, one refund
     ret = h.ret(rid)
-    assert ret.state == lc.LOOP_ACTIONED and ret.waiting_for == lc.LOOP_OUTCOME
+    assert ret.state == lc.LOOP_ACTIONED and ret.waiting_for == lc.Wait.LOOP_OUTCOME
     assert any("answer lost" in c for c in causes(h, rid))
     # Loop finishes at last; its webhook (or the next check) closes the RMA.
     requests.post(f"{h.loop_url}/_sim/returns/{loop_id}/state", json={"state": "closed"}, timeout=5)
@@ -111,24 +112,24 @@ def test_a_worker_killed_after_the_process_request_left_never_sends_it_again(har
     queued in Loop, so the step waits for the outcome instead of sending it again."""
     h = harness_for()
     loop_id, rid = decided(h)
-    claim = pipeline._claim(h.ctx, rid)
+    claim = loop_action._claim(h.ctx, rid)
     assert claim is not None
-    pipeline._mark_sent(h.ctx, rid, claim)
+    loop_action._mark_sent(h.ctx, rid, claim)
     h.queue.clear()
     later(h, 3600)  # long past the settle time: an old claim, as after a SIGKILL
     run(h, "act_in_loop", rid)
     assert accepted(h, loop_id) == 0  # (here the request never reached Loop, but we cannot know)
     ret = h.ret(rid)
-    assert ret.state == lc.LOOP_ACTIONED and ret.waiting_for == lc.LOOP_OUTCOME
+    assert ret.state == lc.LOOP_ACTIONED and ret.waiting_for == lc.Wait.LOOP_OUTCOME
 
 
 def test_a_claim_whose_request_never_left_is_sent_after_the_settle_time(harness_for):
     """Killed while waiting for a rate-limit slot (claimed, nothing sent): safe to send."""
     h = harness_for()
     loop_id, rid = decided(h)
-    assert pipeline._claim(h.ctx, rid) is not None
+    assert loop_action._claim(h.ctx, rid) is not None
     h.queue.clear()
-    later(h, pipeline.settle_s(h.ctx) + 1)
+    later(h, loop_action.settle_s(h.ctx) + 1)
     run(h, "act_in_loop", rid)
     assert accepted(h, loop_id) == 1
 
@@ -141,7 +142,7 @@ def test_outcome_checks_start_at_the_settle_time_then_double_up_to_the_cap(harne
     gaps = []
     now = sent
     for _ in range(12):
-        nxt = pipeline.outcome_checks(h.ctx, sent, now)
+        nxt = loop_action.outcome_checks(h.ctx, sent, now)
         gaps.append((nxt - now).total_seconds())
         now = nxt
     assert gaps[0] == settle and gaps[1] == settle and gaps[2] == 2 * settle
@@ -219,7 +220,7 @@ def test_a_second_processing_failure_identical_to_the_first_is_not_dropped(harne
         assert h.ret(rid).state == lc.LOOP_ACTIONED
         answer = post_webhook(None, raw=body)
         assert answer.status_code == 202, answer.get_json()
-        pipeline.handle_event(h.ctx, enqueued.pop())
+        events.handle_event(h.ctx, enqueued.pop())
         ret = h.ret(rid)
         assert ret.state == lc.NEEDS_ATTENTION and ret.attention_step == "act_in_loop"
         assert "Loop could not process the return" in ret.attention_reason
@@ -230,9 +231,10 @@ def test_a_second_processing_failure_identical_to_the_first_is_not_dropped(harne
     assert post_webhook(None, raw=body).status_code == 202
 
 
-def test_a_lost_decide_after_the_last_parcel_is_decided_by_the_next_sweep(harness_for):
+def test_a_lost_decide_after_the_last_parcel_is_decided_when_its_lease_ends(harness_for):
     """Defect: only `transmitted` returns with receipts were re-driven; a partially received
-    return whose last parcel's decide message was lost waited the whole grace period."""
+    return whose last parcel's decide message was lost waited the whole grace period. Now the
+    stored receipt gives the return a lease; when it ends the sweeper sends decide again."""
     h = harness_for(partial_grace_s=72 * 3600)
     loop_id, rid, ra = to_transmitted(h)
     h.receive(ra, "partial")
@@ -245,6 +247,8 @@ def test_a_lost_decide_after_the_last_parcel_is_decided_by_the_next_sweep(harnes
     h.queue.clear()  # the decide message is lost with a killed worker
     assert sweep(h.ctx)["steps"] == 0  # not yet: just stored, its message may still be queued
     later(h, h.ctx.settings.sweep_interval_s + 1)
+    assert sweep(h.ctx)["steps"] == 0  # nor while its lease runs
+    later(h, h.ctx.settings.stuck_after_s + 1)  # the lease is over: lost, sent again
     sweep_and_drain(h)
     ret = h.ret(rid)
     assert ret.decision == "process" and ret.state == lc.LOOP_ACTIONED
@@ -259,7 +263,7 @@ def test_a_refusal_message_longer_than_its_column_is_kept_cut_not_fatal(harness_
     column and the step died with StringDataRightTruncation; SQLite never noticed."""
     h = harness_for()
     loop_id, rid = decided(h)
-    claim = pipeline._claim
+    claim = loop_action._claim
 
     def claim_then_a_person_cancels(ctx, return_id, expected=None):
         got = claim(ctx, return_id, expected)
@@ -267,7 +271,7 @@ def test_a_refusal_message_longer_than_its_column_is_kept_cut_not_fatal(harness_
                       timeout=5).raise_for_status()
         return got
 
-    monkeypatch.setattr(pipeline, "_claim", claim_then_a_person_cancels)
+    monkeypatch.setattr(loop_action, "_claim", claim_then_a_person_cancels)
     run(h, "act_in_loop", rid)
     ret = h.ret(rid)
     # Loop answered {"message": "Return is cancelled and therefore cannot be processed."}.
@@ -307,7 +311,7 @@ def test_two_merchants_on_one_rlm_company_never_share_an_ra(harness_for, second_
     assert loop_a == loop_b  # two shops, one Loop id
     rid_a = h.ingest(loop_a)
     h.drain()
-    rid_b = pipeline.ingest_return(ctx_b, other, ctx_b.loop(other).get_return(loop_b), cause="test")
+    rid_b = events.ingest_return(ctx_b, other, ctx_b.loop(other).get_return(loop_b), cause="test")
     b.drain()
     ret_a, ret_b = h.ret(rid_a), h.ret(rid_b)
     assert ret_a.rma_number != ret_b.rma_number

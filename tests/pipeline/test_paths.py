@@ -4,7 +4,7 @@ import time
 import requests
 
 from integration.workflow import lifecycle as lc
-from integration.workflow.maintenance import sweep
+from integration.workflow.sweeper import sweep
 
 from .conftest import later
 
@@ -152,9 +152,9 @@ def decided(h, scenario="exact"):
     h.receive(ra, scenario)
     h.poll()
     h.queue.clear()
-    from integration.workflow import pipeline
+    from integration.workflow import events, loop_action, receiving, runner, steps
 
-    pipeline.decide(h.ctx, rid)
+    receiving.decide(h.ctx, rid)
     h.queue.clear()
     assert h.ret(rid).state == lc.DECIDED
     return loop_id, rid
@@ -162,7 +162,7 @@ def decided(h, scenario="exact"):
 
 def test_a_429_on_the_process_call_releases_the_claim_and_the_retry_processes_once(harness_for):
     from integration.errors import NotSent
-    from integration.workflow import pipeline
+    from integration.workflow import events, loop_action, receiving, runner, steps
 
     h = harness_for()
     loop_id, rid = decided(h)
@@ -170,12 +170,12 @@ def test_a_429_on_the_process_call_releases_the_claim_and_the_retry_processes_on
     requests.post(faults, json={"match": {"method": "POST", "path": "/warehouse/return/*/process"},
                                 "status": 429, "times": 1}, timeout=5).raise_for_status()
     try:
-        pipeline.act_in_loop(h.ctx, rid)
+        loop_action.act_in_loop(h.ctx, rid)
         raise AssertionError("the 429 should reach the task as a retry")
     except NotSent:
         pass
     assert h.ret(rid).loop_action_claimed_at is None  # nothing happened in Loop
-    pipeline.act_in_loop(h.ctx, rid)
+    loop_action.act_in_loop(h.ctx, rid)
     assert [a["action"] for a in h.loop_record(loop_id)["actions"] if a["ok"]] == ["process"]
 
 
@@ -183,25 +183,25 @@ def test_after_an_unclear_call_only_one_worker_may_send_it_again(harness_for):
     """Two workers (a Celery retry and a sweeper re-drive) find the same stale claim."""
     from datetime import timedelta
 
-    from integration.workflow import pipeline
+    from integration.workflow import events, loop_action, receiving, runner, steps
 
     h = harness_for()
     loop_id, rid = decided(h)
     stale = h.ctx.now() - timedelta(hours=1)
-    assert pipeline._claim(h.ctx, rid) is not None
+    assert loop_action._claim(h.ctx, rid) is not None
     with h.ctx.sessions() as s:  # as if the earlier attempt died an hour ago without landing
         from integration.store.models import Return
 
         s.get(Return, rid).loop_action_claimed_at = stale
         s.commit()
-    first = pipeline._claim(h.ctx, rid, expected=stale)
-    second = pipeline._claim(h.ctx, rid, expected=stale)
+    first = loop_action._claim(h.ctx, rid, expected=stale)
+    second = loop_action._claim(h.ctx, rid, expected=stale)
     assert first is not None and second is None
     # The worker that lost the race, arriving now, waits instead of sending it again.
     try:
-        pipeline.act_in_loop(h.ctx, rid)
+        loop_action.act_in_loop(h.ctx, rid)
         raise AssertionError("expected a wait")
-    except pipeline.RetryableError as exc:
+    except loop_action.RetryableError as exc:
         assert "earlier call" in exc.message
     assert [a["action"] for a in h.loop_record(loop_id)["actions"] if a["ok"]] == []
 

@@ -36,9 +36,11 @@ from integration.settings import load_settings
 from integration.store.db import get_engine, session_factory
 from integration.store.models import Return, create_all, utcnow
 from integration.workflow import lifecycle as lc
-from integration.workflow import pipeline
+from integration.workflow import events, loop_action, receiving, runner, steps
 from integration.workflow.context import Context
-from integration.workflow.maintenance import reconcile_loop, retry_return, sweep
+from integration.workflow.maintenance import retry_return
+from integration.workflow.reconcile import reconcile_loop
+from integration.workflow.sweeper import sweep
 from integration.workflow.mapping import rma_ref
 from sandbox.loop.webhooks import encode
 
@@ -210,22 +212,22 @@ def machine_for(loop_server, rlm_server, new_database):
             step, target, attempts = message
             try:
                 if step == "handle_event":
-                    pipeline.handle_event(self.ctx, target)
+                    events.handle_event(self.ctx, target)
                 else:
-                    pipeline.run_step(self.ctx, step, target)
+                    steps.run_step(self.ctx, step, target)
             except RetryableError as exc:  # Celery retries later; past its retries the step parks
                 if attempts + 1 >= MAX_ATTEMPTS:
                     if step == "handle_event":
-                        pipeline.fail_event(self.ctx, target, str(exc))
+                        events.fail_event(self.ctx, target, str(exc))
                     else:
-                        pipeline.park_return(self.ctx, target, step, f"{step} still failing: {exc}")
+                        runner.park_return(self.ctx, target, step, f"{step} still failing: {exc}")
                 else:
                     self.queue.append([step, target, attempts + 1])
 
         def _beat(self) -> None:
             """The periodic jobs: receipt poll, sweeper, and the Loop returns pull (which finds
             returns whose webhooks all failed or never came)."""
-            for job in (lambda: pipeline.poll_receipts(self.ctx, "demo"), lambda: sweep(self.ctx),
+            for job in (lambda: receiving.poll_receipts(self.ctx, "demo"), lambda: sweep(self.ctx),
                         lambda: reconcile_loop(self.ctx, "demo")):
                 try:
                     job()
@@ -295,7 +297,7 @@ def machine_for(loop_server, rlm_server, new_database):
                 event(f"ended {ret.state} ({ret.decision})")
                 settled = ret.state in lc.TERMINAL or (ret.state == lc.NEEDS_ATTENTION and ret.attention_reason)
                 assert settled, (ret.loop_return_id, ret.state, ret.waiting_for)
-                assert ret.wait_deadline is None or pipeline.as_utc(ret.wait_deadline) > now
+                assert ret.wait_deadline is None or runner.as_utc(ret.wait_deadline) > now
                 refs = self._ra_refs()
                 if ret.state == lc.COMPLETE and ret.decision != "by_person":
                     assert refs.get(rma_ref("demo", ret.loop_return_id)) == 1

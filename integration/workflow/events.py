@@ -1,0 +1,155 @@
+"""Loop's news: a stored webhook handled (handle_event), and any report of a return (a webhook
+or the reconciliation pull) recorded through one path (ingest_return)."""
+from __future__ import annotations
+
+from datetime import timedelta
+
+from sqlalchemy.exc import IntegrityError
+
+from integration.errors import NotFound
+from integration.merchants import Merchant
+from integration.store.db import session_scope
+from integration.store.models import OPEN_EVENTS, InboxStatus, Return, WebhookEvent
+from integration.store.retention import finish_event
+from integration.store.status import find_return, lock_return
+from integration.workflow import lifecycle as lc
+from integration.workflow.context import Context
+from integration.workflow.mapping import money, rma_ref, ship_from, unit_from_loop
+from integration.workflow.runner import schedule
+
+
+def handle_event(ctx: Context, event_id: int) -> None:
+    with session_scope(ctx.sessions) as s:
+        ev = s.get(WebhookEvent, event_id, with_for_update=True)
+        if ev is None or ev.status not in OPEN_EVENTS:
+            return
+        ev.status, ev.attempts = InboxStatus.PROCESSING, ev.attempts + 1
+        ev.next_attempt_at = ctx.now() + timedelta(seconds=ctx.settings.stuck_after_s)  # its lease
+        merchant_name, payload = ev.merchant, dict(ev.payload or {})
+
+    topic = payload.get("topic")
+    merchant = ctx.merchants.get(merchant_name)
+    if merchant is None:
+        return _finish_event(ctx, event_id, InboxStatus.FAILED, f"unknown merchant {merchant_name}")
+    if topic == "return.processing":
+        _processing_failed(ctx, merchant, payload)
+    elif topic == "return":
+        try:
+            _return_event(ctx, merchant, payload)
+        except NotFound:
+            return _finish_event(ctx, event_id, InboxStatus.FAILED, "Loop does not know this return")
+    else:
+        return _finish_event(ctx, event_id, InboxStatus.IGNORED, f"topic {topic} is not acted on")
+    _finish_event(ctx, event_id, InboxStatus.DONE, None)
+
+
+def _return_event(ctx: Context, merchant: Merchant, payload: dict) -> None:
+    """Record a `return.*` webhook, re-reading Loop only when its state could change our course.
+
+    Webhooks arrive late and out of order, so a payload's state is trusted only where it cannot
+    mislead: a new return's creation (its line items are what the RMA is built from; a later
+    cancellation still cancels the RMA), or a non-open state for a return whose course no Loop
+    change alters any more.
+    """
+    loop_id, trigger = payload["loop_return_id"], payload["trigger"]
+    cause = f"webhook {trigger}"
+    state = lc.LoopState.of(payload.get("state"))
+    with session_scope(ctx.sessions) as s:
+        ret = find_return(s, merchant.name, loop_id)
+        known = None if ret is None else (ret.state, ret.loop_action_claimed_at is not None)
+    as_details = {**payload, "id": loop_id}
+    if known is None and trigger == "return.created" and state == lc.LoopState.OPEN:
+        ingest_return(ctx, merchant, as_details, cause)
+    elif known is not None and trigger == "return.created":
+        return  # a late creation notice says nothing we do not know
+    elif known is not None and not _reacts_to_loop(*known) and state not in ("", lc.LoopState.OPEN):
+        ingest_return(ctx, merchant, as_details, cause)
+    else:
+        ingest_return(ctx, merchant, ctx.loop(merchant).get_return(loop_id), cause)
+
+
+def _reacts_to_loop(state: str, claimed: bool) -> bool:
+    """Whether a Loop state change can still alter what we do with a return in `state`."""
+    return state in (lc.RECEIVED, lc.RMA_CREATED) or state in lc.WAITING_FOR_GOODS \
+        or (state == lc.DECIDED and not claimed)
+
+
+def _finish_event(ctx: Context, event_id: int, status: InboxStatus, error: str | None) -> None:
+    with session_scope(ctx.sessions) as s:
+        ev = s.get(WebhookEvent, event_id)
+        if ev is not None:
+            finish_event(ev, status, error)
+
+
+def fail_event(ctx: Context, event_id: int, error: str) -> None:
+    _finish_event(ctx, event_id, InboxStatus.FAILED, error[:2000])
+
+
+def _processing_failed(ctx: Context, merchant: Merchant, payload: dict) -> None:
+    with session_scope(ctx.sessions) as s:
+        ret = find_return(s, merchant.name, payload["loop_return_id"])
+        if ret is None:
+            return
+        message = payload.get("message") or "no message"
+        lc.on_processing_failed(ret, f"Loop could not process the return: {message} "
+                                     f"(source {payload.get('source')})")
+
+
+def ingest_return(ctx: Context, merchant: Merchant, details: dict, cause: str) -> int:
+    """Record a return as Loop reports it now (from a webhook or the list pull) and react."""
+    for attempt in range(2):
+        try:
+            return _ingest(ctx, merchant, details, cause)
+        except IntegrityError:
+            if attempt:  # a concurrent insert won the race twice: cannot happen, so surface it
+                raise
+    raise AssertionError("unreachable")
+
+
+def _ingest(ctx: Context, merchant: Merchant, details: dict, cause: str) -> int:
+    loop_id = str(details["id"])
+    state = lc.LoopState.of(details.get("state"))
+    with session_scope(ctx.sessions) as s:
+        ret = lock_return(s, merchant.name, loop_id)
+        before = None  # a new return always needs its first step
+        if ret is None:
+            ret = _new_return(merchant, details, state)
+            s.add(ret)
+            lc.note(ret, cause, f"Loop state {state}")
+            s.flush()
+        else:
+            before = ret.state
+            if ret.loop_state != state:
+                lc.note(ret, cause, f"Loop state {ret.loop_state} -> {state}")
+        now_closed = state == lc.LoopState.CLOSED and ret.loop_state != lc.LoopState.CLOSED
+        ret.loop_state = state
+        ret.loop_updated_at = _text(details.get("updated_at"), 40)
+        lc.on_loop_state(ret, state)
+        # Only a change needs a step (repeats must not pile up tasks); Loop finishing our
+        # process call is what the close step waits for.
+        if ret.state != before or (now_closed and ret.state == lc.LOOP_ACTIONED):
+            schedule(ctx, s, ret)
+        return ret.id
+
+
+def _new_return(merchant: Merchant, details: dict, state: str) -> Return:
+    return Return(
+        merchant=merchant.name,
+        loop_return_id=str(details["id"]),
+        rma_external_ref=rma_ref(merchant.name, str(details["id"])),
+        state=lc.RECEIVED,
+        loop_state=state,
+        # Cut to the columns' sizes: PostgreSQL refuses what SQLite would silently keep.
+        order_name=_text(details.get("order_name"), 64),
+        currency=_text(details.get("currency"), 8),
+        total=str(money(details.get("total")))[:32],
+        loop_created_at=_text(details.get("created_at"), 40),
+        units=[unit_from_loop(item) for item in details.get("line_items") or []],
+        # Kept only while `received` (lifecycle.transition): RLM needs where the parcel comes
+        # from. None when nothing is known: create_rma then asks Loop.
+        ship_from=details.get("ship_from") or ship_from(details.get("address")) or None,
+    )
+
+
+def _text(value, size: int) -> str | None:
+    return None if value is None else str(value)[:size]

@@ -1,0 +1,278 @@
+"""The Loop action: the decision sent to Loop at most once, and Loop's outcome waited for.
+
+Process and remove-and-process are not idempotent and Loop only queues them: once such a call
+may have reached Loop (its request left, whatever came back), it is never sent again on our own.
+The return then waits for Loop to show the outcome on an explicit schedule (LOOP_OUTCOME).
+Flag and close are harmless to repeat.
+"""
+from __future__ import annotations
+
+from datetime import datetime, timedelta
+
+from integration.errors import FinalError, NotSent, RetryableError, StepFailed, UpstreamError
+from integration.infra.ratelimit import MAX_WAIT_S as LIMITER_MAX_WAIT_S
+from integration.merchants import Merchant
+from integration.store.db import session_scope
+from integration.store.models import Return, receipts_for
+from integration.workflow import lifecycle as lc
+from integration.workflow import rules
+from integration.workflow.context import Context
+from integration.workflow.events import ingest_return
+from integration.workflow.grading import grades
+from integration.workflow.runner import StepRun, Superseded, as_utc, locked, schedule, step
+
+ASYNC_ACTIONS = lc.ASYNC_ACTIONS
+LANDED_STATE = lc.LANDED_STATE
+
+@step(requires={lc.DECIDED})
+def act_in_loop(run: StepRun) -> None:
+    """Send the decision to Loop, at most once per return unless a person confirms a re-send.
+
+    Process and remove-and-process are not idempotent and Loop only queues them: once such a
+    call may have reached Loop (its request left, whatever came back), it is never sent again
+    on our own. The return then waits for Loop to show the outcome (close_rma, on a schedule).
+    Flag and close are harmless to repeat: after an unclear answer they are sent again if Loop,
+    re-read after the settle time, shows they did not land.
+    """
+    ctx, return_id, snap = run.ctx, run.return_id, run.snap
+    merchant = ctx.merchant(snap.merchant)
+    loop = ctx.loop(merchant)
+    action = snap.decision
+    if action is None:  # cannot happen: DECIDED is entered with the decision
+        raise StepFailed("no decision stored for the decided return")
+    claimed = snap.loop_action_claimed_at
+    if action in ASYNC_ACTIONS and snap.loop_call_sent_at is not None:
+        # An earlier attempt sent the call and stopped before recording the answer (a worker
+        # killed mid-call): it may be queued in Loop. Wait for the outcome, never re-send.
+        return _after_call(ctx, loop, merchant, snap, accepted=False, sent_now=False)
+    details = loop.get_return(snap.loop_return_id)
+    state = lc.LoopState.of(details.get("state"))
+
+    # Ours landed (for a process call: one sent earlier, before an operator's retry).
+    if claimed is not None and state == LANDED_STATE.get(action) \
+            and (action not in ASYNC_ACTIONS or snap.loop_actioned_at is not None):
+        return _after_call(ctx, loop, merchant, snap, accepted=True, sent_now=False, loop_shows=state)
+    if state != lc.LoopState.OPEN:
+        if claimed is not None:
+            _release(ctx, return_id, claimed)  # ours did not land: whatever happened was not us
+        cause = "Loop state re-read before acting" if claimed is None else "Loop state changed while we acted"
+        ingest_return(ctx, merchant, details, cause=cause)
+        return
+    if claimed is None:
+        claim = _claim(ctx, return_id)
+    else:
+        age = (ctx.now() - as_utc(claimed)).total_seconds()
+        if age < settle_s(ctx):
+            # An earlier call may still be under way (or waiting for a rate-limit slot).
+            raise RetryableError("loop", "waiting to see whether the earlier call landed",
+                                 retry_after=settle_s(ctx) - age)
+        # It did not land (or never left). Re-claim first: of two workers, only one sends.
+        claim = _claim(ctx, return_id, expected=claimed)
+    if claim is None:
+        return
+    accepted = _call_action(ctx, loop, snap, action, return_id, claim)
+    _after_call(ctx, loop, merchant, snap, accepted=accepted, sent_now=True)
+
+
+def _after_call(ctx: Context, loop, merchant: Merchant, snap: Return, *, accepted: bool,
+                sent_now: bool, loop_shows: str | None = None) -> None:
+    """Record that the action was sent (`accepted`: Loop said so) and move on: a flag gets its
+    note, a process call waits for Loop's outcome, anything else closes the RMA next."""
+    action = snap.decision or ""
+    if action == rules.FLAG:
+        _post_note_once(loop, snap, check_existing=not sent_now)
+    graded = _grade(ctx, loop, merchant, snap)
+    with locked(ctx, snap.id) as (s, ret):
+        if ret is None or ret.state != lc.DECIDED:
+            return
+        if graded:
+            lc.note(ret, "conditions sent to Loop's grading", graded)
+        now = ctx.now()
+        ret.loop_actioned_at = as_utc(ret.loop_call_sent_at) or as_utc(ret.loop_actioned_at) or now
+        ret.loop_state = loop_shows or ret.loop_state
+        if action == rules.FLAG:
+            ret.decision_detail = {**(ret.decision_detail or {}), "note_posted": True}
+        if accepted:
+            lc.transition(ret, lc.LOOP_ACTIONED, _ACTION_TEXT[action], ret.loop_note)
+        else:
+            lc.transition(ret, lc.LOOP_ACTIONED, _UNCLEAR_TEXT,
+                          f"{action} not sent again; waiting for Loop to show the outcome")
+        if action in ASYNC_ACTIONS and ret.loop_state != lc.LoopState.CLOSED:
+            # The close step waits for `return.closed` (or a processing failure), and reads
+            # Loop on this schedule should neither webhook come.
+            first = outcome_checks(ctx, ret.loop_actioned_at, now)
+            lc.set_wait(ret, lc.Wait.LOOP_OUTCOME, first, _outcome_deadline(ctx, ret))
+        else:
+            schedule(ctx, s, ret)
+
+
+_ACTION_TEXT = {
+    rules.PROCESS: "processed in Loop (queued)",
+    rules.REMOVE_AND_PROCESS: "missing items removed in Loop, rest processed",
+    rules.FLAG: "flagged in Loop with a note",
+    rules.CLOSE: "closed in Loop (expired)",
+}
+_UNCLEAR_TEXT = "sent to Loop, answer lost"  # the detail says what happens next
+
+
+def settle_s(ctx: Context) -> float:
+    """How long after a claim we may conclude from Loop's state that our call did not land:
+    longer than the call itself can take (waiting for a rate-limit slot, then the request)."""
+    connect, read = ctx.settings.loop_timeout
+    return max(ctx.settings.loop_settle_s, LIMITER_MAX_WAIT_S + connect + read + 10.0)
+
+
+def outcome_checks(ctx: Context, sent_at: datetime, now: datetime) -> datetime:
+    """When to read Loop next while waiting for a process call's outcome: LOOP_SETTLE_S after
+    sending, then after as long again as we have waited so far (the gaps double), never more
+    than LOOP_OUTCOME_CHECK_MAX_S apart. Reading is harmless; it only costs a Loop request."""
+    waited = max(0.0, (now - sent_at).total_seconds())
+    first = max(1.0, ctx.settings.loop_settle_s)
+    gap = min(ctx.settings.loop_outcome_check_max_s, max(first, waited))
+    return now + timedelta(seconds=gap)
+
+
+def _outcome_deadline(ctx: Context, ret: Return) -> datetime:
+    sent = as_utc(ret.loop_actioned_at) or ctx.now()
+    return sent + timedelta(seconds=ctx.settings.loop_outcome_window_s)
+
+
+def _claim(ctx: Context, return_id: int, expected: datetime | None = None) -> datetime | None:
+    """Mark that we are about to act, so no other worker (or retry) acts blindly again.
+
+    Succeeds only if the claim is still `expected` (None: unclaimed); returns the new claim.
+    A new claim starts with nothing sent.
+    """
+    now = ctx.now()
+    return now if _swap_claim(ctx, return_id, expected, now) else None
+
+
+def _release(ctx: Context, return_id: int, claim: datetime) -> None:
+    _swap_claim(ctx, return_id, claim, None)
+
+
+def _swap_claim(ctx: Context, return_id: int, expected: datetime | None, new: datetime | None) -> bool:
+    """Compare-and-set on the claim, under the row lock."""
+    with locked(ctx, return_id) as (_, ret):
+        if ret is None or ret.state != lc.DECIDED or as_utc(ret.loop_action_claimed_at) != as_utc(expected):
+            return False
+        ret.loop_action_claimed_at = new
+        ret.loop_call_sent_at = None
+        return True
+
+
+def _mark_sent(ctx: Context, return_id: int, claim: datetime) -> None:
+    """Runs just before the request leaves (a rate-limit slot is ours). If another worker took
+    the claim meanwhile, stop here: nothing has been sent."""
+    with locked(ctx, return_id) as (_, ret):
+        if ret is None or ret.state != lc.DECIDED or as_utc(ret.loop_action_claimed_at) != as_utc(claim):
+            raise Superseded()
+        ret.loop_call_sent_at = ctx.now()
+
+
+def _call_action(ctx: Context, loop, snap: Return, action: str, return_id: int,
+                 claim: datetime) -> bool:
+    """Send the action once. True: Loop accepted it. False: a process / remove call whose answer
+    was lost after it may have reached Loop (never re-sent on our own). A clear refusal, or a
+    call that never left, raises."""
+    try:
+        _send_action(loop, snap, action, on_send=lambda: _mark_sent(ctx, return_id, claim))
+    except NotSent:
+        _release(ctx, return_id, claim)  # nothing happened in Loop: the retry starts afresh
+        raise
+    except FinalError as exc:
+        # Refused: perhaps a person acted in the meantime. Loop's state tells.
+        details = loop.get_return(snap.loop_return_id)
+        if lc.LoopState.of(details.get("state")) != lc.LoopState.OPEN:
+            _release(ctx, return_id, claim)
+            ingest_return(ctx, ctx.merchant(snap.merchant), details,
+                          cause=f"Loop refused {action} ({exc.code or exc.message})")
+            raise Superseded() from None
+        raise StepFailed(f"Loop refused to {action} the return: {exc.message} ({exc.code})") from None
+    except RetryableError:
+        if action in ASYNC_ACTIONS:
+            return False
+        raise  # flag / close: re-read after the settle time, sent again if it did not land
+    return True
+
+
+def _send_action(loop, snap: Return, action: str, on_send) -> None:
+    if action == rules.PROCESS:
+        loop.process(snap.loop_return_id, {"rlm_ra_number": str(snap.rma_number)}, on_send=on_send)
+    elif action == rules.FLAG:
+        loop.flag(snap.loop_return_id, on_send=on_send)
+    elif action == rules.REMOVE_AND_PROCESS:
+        loop.remove_items(snap.loop_return_id, (snap.decision_detail or {}).get("remove_line_item_ids", []),
+                          on_send=on_send)
+    elif action == rules.CLOSE:
+        loop.close(snap.loop_return_id, on_send=on_send)
+    else:
+        raise StepFailed(f"unknown decision {action!r}")
+
+
+def _grade(ctx: Context, loop, merchant: Merchant, snap: Return) -> str | None:
+    """Optionally tell Loop what condition each unit arrived in. Best effort: grading informs
+    the merchant's team and must never hold up the return itself."""
+    if not merchant.criteria.grade_in_loop or snap.decision not in (rules.PROCESS, rules.FLAG,
+                                                                    rules.REMOVE_AND_PROCESS):
+        return None
+    with session_scope(ctx.sessions) as s:
+        receipts = [{"lines": r.lines} for r in receipts_for(s, snap.merchant, snap.rma_number)]
+    items = grades(snap.rma_lines, receipts, ctx.now())
+    try:
+        loop.grade(items)
+    except UpstreamError as exc:
+        return f"grading failed, the return goes on: {exc.message}"
+    return f"{len(items)} unit(s) graded"
+
+
+def _post_note_once(loop, snap: Return, check_existing: bool) -> None:
+    note = snap.loop_note
+    if not note or (snap.decision_detail or {}).get("note_posted"):
+        return
+    if check_existing and any(n.get("content") == note for n in loop.get_notes(snap.loop_return_id)):
+        return  # an earlier attempt posted it
+    loop.create_note(snap.loop_return_id, note)
+
+
+
+
+def loop_finished_processing(run: StepRun) -> bool:
+    """Whether Loop shows our process call done, so the RMA can be closed.
+
+    Loop processes in the background and tells us by `return.closed` (or by
+    `return.processing.failed`, which parks the return). Should neither come, Loop is read on
+    the return's schedule (outcome_checks); past the window a person decides, as the call may
+    never have reached Loop, or Loop may still be working on it.
+    """
+    ctx, snap = run.ctx, run.snap
+    if snap.loop_state == lc.LoopState.CLOSED:  # Loop's webhook told us
+        return True
+    due = as_utc(snap.next_attempt_at)
+    if snap.waiting_for == lc.Wait.LOOP_OUTCOME and due is not None and ctx.now() < due:
+        return False  # a repeated message: the sweeper sends the step again when it is due
+    details = ctx.loop(ctx.merchant(snap.merchant)).get_return(snap.loop_return_id)
+    state = lc.LoopState.of(details.get("state"))
+    if state == lc.LoopState.CLOSED:
+        return True
+    now = ctx.now()
+    with locked(ctx, snap.id) as (_, ret):
+        if ret is None or ret.state != lc.LOOP_ACTIONED:
+            return False
+        deadline = as_utc(ret.wait_deadline) or _outcome_deadline(ctx, ret)
+        if state != lc.LoopState.OPEN:
+            lc.park(ret, "act_in_loop", f"Loop shows the return {state} after our {ret.decision} call; "
+                                        "review it in Loop, then retry")
+        elif now >= deadline:
+            hours = ctx.settings.loop_outcome_window_s / 3600
+            lc.park(ret, "act_in_loop",
+                    f"outcome of the {ret.decision} call unknown: Loop still shows the return open "
+                    f"{hours:g} h after it was sent, with no processing failure reported. Retry "
+                    "sends it again if Loop still shows it open; check in Loop first that it is "
+                    "not being processed")
+        else:
+            check = outcome_checks(ctx, as_utc(ret.loop_actioned_at) or now, now)
+            lc.set_wait(ret, lc.Wait.LOOP_OUTCOME, min(deadline, check), deadline)
+    return False
+
+
