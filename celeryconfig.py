@@ -2,6 +2,7 @@
 import os
 
 from integration.infra import redis_pool, redis_tls
+from integration.settings import env_int
 from workers import broker
 from workers.names import TASK_ROUTES
 
@@ -19,7 +20,7 @@ broker_connection_retry_on_startup = True  # wait for Redis at boot instead of c
 # shared Redis pool (workers.broker), so more of them cost no Redis client, only kombu state;
 # a thread that finds them all in use waits for one (publishing takes a millisecond). At least 2:
 # asking the workers (Flower, `celery inspect`) holds one for the replies while publishing on another.
-broker_pool_limit = max(2, int(os.environ.get("BROKER_POOL_LIMIT", "2")))
+broker_pool_limit = max(2, env_int("BROKER_POOL_LIMIT", 2))
 # Longer than any countdown or retry delay (capped at 600 s) plus task_time_limit, so Redis
 # does not redeliver a message that is merely waiting.
 broker_transport_options = {"visibility_timeout": 3600}
@@ -54,5 +55,5 @@ redbeat_key_prefix = os.environ.get("REDBEAT_KEY_PREFIX", "redbeat")
 # rate at which a live beat refreshes it.
 # RedBeat's own client (it decodes responses, so it cannot share the pool): one connection.
 redbeat_redis_options = {"client_name": redis_pool.client_name("redbeat")}
-redbeat_lock_timeout = int(os.environ.get("REDBEAT_LOCK_TIMEOUT_S", "150"))
+redbeat_lock_timeout = env_int("REDBEAT_LOCK_TIMEOUT_S", 150)
 beat_max_loop_interval = 5

@@ -16,6 +16,8 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from marshmallow import RAISE, Schema, ValidationError, fields, post_load, validate
 
+from integration.settings import SettingError, env_float, env_int
+
 CONDITIONS = ("GOOD", "DAMAGED", "DEFECTIVE", "WRONG_ITEM", "MISSING_TAGS")
 DEFAULT_REASON_CODES = {
     "too small": "TOO_SMALL",
@@ -171,8 +173,15 @@ def demo_merchant_config() -> dict:
     """The merchant built from the environment; every value defaults to the local sandboxes."""
     env = os.environ.get
     secrets = env("LOOP_WEBHOOK_SECRETS") or env("LOOP_WEBHOOK_SECRET") or "demo-webhook-secret"
-    criteria: dict[str, float | str] = {"partial_grace_s": float(env("PARTIAL_GRACE_S", 72 * 3600)),
-                "expiry_days": float(env("RMA_EXPIRY_DAYS", 30))}
+    try:
+        criteria: dict[str, float | str] = {
+            "partial_grace_s": env_float("PARTIAL_GRACE_S", 72 * 3600.0),
+            "expiry_days": env_float("RMA_EXPIRY_DAYS", 30.0)}
+        numbers = {"rlm_company": env_int("RLM_COMPANY", 90),
+                   "division_number": env_int("RLM_DIVISION", 10),
+                   "warehouse_number": env_int("RLM_WAREHOUSE", 1)}
+    except SettingError as exc:
+        raise ConfigError(str(exc)) from None
     if threshold := env("RETURN_VALUE_THRESHOLD"):
         criteria["value_threshold"] = threshold
     return {
@@ -181,11 +190,9 @@ def demo_merchant_config() -> dict:
         "loop_api_key": env("LOOP_API_KEY", "demo-loop-key"),
         "webhook_secrets": [s.strip() for s in secrets.split(",") if s.strip()],
         "rlm_base_url": env("RLM_BASE_URL", "http://127.0.0.1:8002"),
-        "rlm_company": int(env("RLM_COMPANY", "90")),
         "rlm_username": env("RLM_USERNAME", "demo"),
         "rlm_key": env("RLM_KEY", "demo-rlm-key"),
-        "division_number": int(env("RLM_DIVISION", "10")),
-        "warehouse_number": int(env("RLM_WAREHOUSE", "1")),
+        **numbers,
         "criteria": criteria,
     }
 

@@ -1,10 +1,20 @@
-"""Service settings, read once from the environment (Heroku-style config vars)."""
+"""Service settings, read once from the environment (Heroku-style config vars).
+
+Every number the service takes from the environment is read with `env_int` / `env_float`, here
+and in the database and Redis pools, the Celery configuration and the merchant built from the
+environment. docs/operations.md, *Configuration*, lists every variable with its default.
+"""
 from __future__ import annotations
 
+import math
 import os
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import overload
+
+
+class SettingError(ValueError):
+    """An environment variable holds a value the service cannot use; the message names it."""
 
 
 @overload
@@ -16,9 +26,43 @@ def _env(name: str, default: str | None = None) -> str | None:
     return value if value not in (None, "") else default
 
 
-def _float(name: str, default: float) -> float:
-    raw = _env(name)
-    return float(raw) if raw is not None else default
+def _number_text(name: str) -> str | None:
+    """The variable's text with surrounding whitespace dropped; None when unset or blank."""
+    return os.environ.get(name, "").strip() or None
+
+
+@overload
+def env_int(name: str, default: int) -> int: ...
+@overload
+def env_int(name: str, default: None) -> int | None: ...
+def env_int(name: str, default: int | None) -> int | None:
+    """An integer setting: `default` when unset or blank, SettingError naming it otherwise."""
+    raw = _number_text(name)
+    if raw is None:
+        return default
+    try:
+        return int(raw)
+    except ValueError:
+        raise SettingError(f"{name}={raw!r} is not a whole number") from None
+
+
+@overload
+def env_float(name: str, default: float) -> float: ...
+@overload
+def env_float(name: str, default: None) -> float | None: ...
+def env_float(name: str, default: float | None) -> float | None:
+    """A number setting (seconds, days, a rate): `default` when unset or blank, SettingError
+    naming it when not a finite number."""
+    raw = _number_text(name)
+    if raw is None:
+        return default
+    try:
+        value = float(raw)
+    except ValueError:
+        raise SettingError(f"{name}={raw!r} is not a number") from None
+    if not math.isfinite(value):
+        raise SettingError(f"{name}={raw!r} is not a finite number")
+    return value
 
 
 @dataclass(frozen=True)
@@ -53,7 +97,6 @@ class Settings:
     retention_days: float = 90.0
     retention_interval_s: float = 3600.0
     webhook_max_bytes: int = 1024 * 1024
-    extra: dict = field(default_factory=dict)
 
 
 def load_settings() -> Settings:
@@ -68,24 +111,24 @@ def load_settings() -> Settings:
         redis_url=_env("REDIS_URL"),
         admin_token=_env("ADMIN_TOKEN"),
         production=_env("APP_ENV", "development") == "production",
-        receipt_poll_interval_s=_float("RECEIPT_POLL_INTERVAL_S", 300.0),
-        sweep_interval_s=_float("SWEEP_INTERVAL_S", 60.0),
-        stuck_after_s=_float("STUCK_AFTER_S", 900.0),
-        max_event_attempts=int(_env("MAX_EVENT_ATTEMPTS", "8")),
-        loop_settle_s=_float("LOOP_SETTLE_S", 60.0),
+        receipt_poll_interval_s=env_float("RECEIPT_POLL_INTERVAL_S", 300.0),
+        sweep_interval_s=env_float("SWEEP_INTERVAL_S", 60.0),
+        stuck_after_s=env_float("STUCK_AFTER_S", 900.0),
+        max_event_attempts=env_int("MAX_EVENT_ATTEMPTS", 8),
+        loop_settle_s=env_float("LOOP_SETTLE_S", 60.0),
         # Six hours: longer than Loop's whole webhook retry schedule (six attempts with
         # exponential backoff), so a `return.processing.failed` for this call cannot still be on
         # its way when we ask a person; long enough for Loop's processing queue to drain after a
         # sale-day peak; short enough that a person sees it the same working day.
-        loop_outcome_window_s=_float("LOOP_OUTCOME_WINDOW_S", 6 * 3600.0),
-        loop_outcome_check_max_s=_float("LOOP_OUTCOME_CHECK_MAX_S", 1800.0),
-        receipt_lookback_days=_float("RECEIPT_LOOKBACK_DAYS", 45.0),
-        reconcile_interval_s=_float("RECONCILE_INTERVAL_S", 900.0),
+        loop_outcome_window_s=env_float("LOOP_OUTCOME_WINDOW_S", 6 * 3600.0),
+        loop_outcome_check_max_s=env_float("LOOP_OUTCOME_CHECK_MAX_S", 1800.0),
+        receipt_lookback_days=env_float("RECEIPT_LOOKBACK_DAYS", 45.0),
+        reconcile_interval_s=env_float("RECONCILE_INTERVAL_S", 900.0),
         # Loop allows 300/min per key; stay a little under it.
-        loop_requests_per_minute=_float("LOOP_REQUESTS_PER_MINUTE", 285.0),
-        loop_timeout=(_float("HTTP_CONNECT_TIMEOUT_S", 5.0), _float("LOOP_READ_TIMEOUT_S", 30.0)),
-        # RLM's legacy services were seen to need long reads (rlm-api.md A.2).
-        rlm_timeout=(_float("HTTP_CONNECT_TIMEOUT_S", 5.0), _float("RLM_READ_TIMEOUT_S", 60.0)),
-        retention_days=_float("RETENTION_DAYS", 90.0),
-        retention_interval_s=_float("RETENTION_INTERVAL_S", 3600.0),
+        loop_requests_per_minute=env_float("LOOP_REQUESTS_PER_MINUTE", 285.0),
+        loop_timeout=(env_float("HTTP_CONNECT_TIMEOUT_S", 5.0), env_float("LOOP_READ_TIMEOUT_S", 30.0)),
+        # RLM's legacy services were seen to need long reads (docs/rlm-api.md A.2).
+        rlm_timeout=(env_float("HTTP_CONNECT_TIMEOUT_S", 5.0), env_float("RLM_READ_TIMEOUT_S", 60.0)),
+        retention_days=env_float("RETENTION_DAYS", 90.0),
+        retention_interval_s=env_float("RETENTION_INTERVAL_S", 3600.0),
     )

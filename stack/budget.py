@@ -11,7 +11,7 @@ from dataclasses import dataclass
 
 # Connection limits of the Heroku plans. Redis: "Heroku Redis technical characterization" (mini
 # is the former hobby-dev: 20). PostgreSQL: Heroku's plans page as remembered, not re-read here
-# (essential-0 20 is what issue 13 reports): check `heroku pg:info` ("Connections: n/20") and
+# (essential-0's 20 was reported from a running app): check `heroku pg:info` ("Connections: n/20") and
 # `heroku redis:info` on the plan you have; `rlm-loop doctor` reads the real limits.
 REDIS_PLAN_CLIENTS = {"mini": 20, "premium-0": 40, "premium-1": 80, "premium-2": 200, "premium-3": 400}
 POSTGRES_PLAN_CONNECTIONS = {"essential-0": 20, "essential-1": 20, "essential-2": 40, "standard-0": 120,

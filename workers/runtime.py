@@ -1,7 +1,6 @@
 """Process-wide wiring shared by the web and worker processes: settings, database, broker."""
 from __future__ import annotations
 
-import logging
 from functools import lru_cache
 
 from integration.infra.embedded_redis import ensure_redis_url
@@ -30,8 +29,3 @@ def sessions():
 
 def redis_url() -> str:
     return ensure_redis_url(settings().data_dir)
-
-
-def configure_logging() -> None:
-    logging.basicConfig(level=logging.INFO,
-                        format="%(asctime)s %(levelname)s %(name)s %(message)s")

@@ -43,10 +43,6 @@ def bound(**fields) -> Iterator[None]:
         unbind(token)
 
 
-def current() -> dict:
-    return dict(_fields.get())
-
-
 class JsonFormatter(logging.Formatter):
     def format(self, record: logging.LogRecord) -> str:
         entry = {

@@ -27,6 +27,7 @@ import redis
 from redis.connection import parse_url
 
 from integration.infra import redis_tls
+from integration.settings import env_float, env_int
 
 _lock = threading.Lock()
 _pools: dict[tuple, redis.BlockingConnectionPool] = {}
@@ -69,18 +70,18 @@ def client_name(purpose: str) -> str:
 def pool_size() -> int:
     """REDIS_POOL_SIZE, never below what the process needs (2 in a worker's main process)."""
     needed = _connections["n"] or 1
-    raw = os.environ.get("REDIS_POOL_SIZE", "").strip()
-    return max(needed, int(raw)) if raw else needed
+    configured = env_int("REDIS_POOL_SIZE", None)
+    return needed if configured is None else max(needed, configured)
 
 
 def _pool_timeout() -> float:
-    return float(os.environ.get("REDIS_POOL_TIMEOUT_S", "") or 10.0)
+    return env_float("REDIS_POOL_TIMEOUT_S", 10.0)
 
 
 def _socket_timeout() -> float:
     # Bounds every command (a publish, a limiter call, a health check) on a server that stopped
     # answering; no command of the service blocks on the server by design.
-    return float(os.environ.get("REDIS_SOCKET_TIMEOUT_S", "") or 10.0)
+    return env_float("REDIS_SOCKET_TIMEOUT_S", 10.0)
 
 
 def endpoint(*, host: str, port: int, db: int, username: str | None, password: str | None,
@@ -126,9 +127,3 @@ def client(url: str) -> redis.Redis:
         found = _clients[key] = redis.Redis(connection_pool=shared_pool(where))
     return found
 
-
-def disconnect_idle() -> None:
-    """Close this process's idle shared connections (they reopen on the next command)."""
-    for (pid, _), pool in list(_pools.items()):
-        if pid == os.getpid():
-            pool.disconnect(inuse_connections=False)

@@ -162,7 +162,7 @@ class LoopClient:
     # Each action takes `on_send`: called just before the request leaves (see _request).
     def process(self, return_id: str, details: dict[str, str] | None = None, *,
                 on_send: Callable[[], None] | None = None) -> None:
-        """Queue processing; `details` are copied to the resulting Shopify orders (§3.3)."""
+        """Queue processing; `details` are copied to the resulting Shopify orders (docs/loop-api.md §3.3)."""
         self._action(f"/warehouse/return/{return_id}/process", json=details or {}, on_send=on_send)
 
     def flag(self, return_id: str, *, on_send: Callable[[], None] | None = None) -> None:
@@ -196,7 +196,7 @@ class LoopClient:
             message, code = describe_error(body)
             raise FinalError(SYSTEM, message, status=response.status_code, code=code, body=body)
 
-    # --- dispositioning (§3.5) -------------------------------------------------------------
+    # --- dispositioning (docs/loop-api.md §3.5) ---------------------------------------------
     def grade(self, items: list[dict]) -> list[dict]:
         """Inspection grades ({line_item_id, description, condition_category, ...}); Loop echoes them."""
         return self._disposition("grade", items)

@@ -156,7 +156,7 @@ def dedupe_key(event: dict, raw: bytes) -> str:
     """Loop sends no delivery id: the same event re-sent has the same identifying fields.
 
     Keyed on (topic, trigger, return id, state, edited_at, label_updated_at) plus, for events
-    that carry no change marker, the body hash, as loop-api.md §5.2 advises.
+    that carry no change marker, the body hash, as docs/loop-api.md §5.2 advises.
     """
     parts = [event["topic"], event["trigger"], event["loop_return_id"] or "",
              event.get("state") or event.get("return_state") or "",

@@ -1,7 +1,7 @@
 """RLM client behind a transport seam (docs/rlm-api.md, Part B).
 
 Business logic calls `RlmClient`; `JsonTransport` speaks today's JSON REST model. A SOAP
-transport (Part A.2 conventions) can replace it once RLM confirms its real API.
+transport (docs/rlm-api.md A.2 conventions) can replace it once RLM confirms its real API.
 """
 from __future__ import annotations
 
@@ -27,7 +27,7 @@ class RaStatus(StrEnum):
     CANCELLED = "CANCELLED"
 
 CLOSE_REASONS = ("LOOP_PROCESSED", "LOOP_FLAG_RESOLVED", "EXPIRED", "CUSTOMER_KEPT", "MANUAL")
-# B.4: lines only while OPEN, the rest until the RA is terminal.
+# docs/rlm-api.md B.4: lines only while OPEN, the rest until the RA is terminal.
 PATCHABLE = ("lines", "carrier", "tracking_number", "notes", "special01", "special02", "special03", "special04")
 
 

@@ -10,7 +10,6 @@ holds it.
 """
 from __future__ import annotations
 
-import os
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -20,6 +19,7 @@ from sqlalchemy.engine import Engine
 from sqlalchemy.orm import Session, sessionmaker
 
 from integration.infra.redis_pool import process_role
+from integration.settings import env_float, env_int
 
 _engines: dict[str, Engine] = {}
 
@@ -34,12 +34,9 @@ def get_engine(url: str) -> Engine:
 
 def pool_options() -> dict[str, int | float]:
     """DB_POOL_SIZE (4: a web process's threads), DB_MAX_OVERFLOW (0), DB_POOL_TIMEOUT_S (30)."""
-    def number(name: str, default: str) -> float:
-        return float(os.environ.get(name, "").strip() or default)
-
-    return {"pool_size": max(1, int(number("DB_POOL_SIZE", "4"))),
-            "max_overflow": max(0, int(number("DB_MAX_OVERFLOW", "0"))),
-            "pool_timeout": number("DB_POOL_TIMEOUT_S", "30")}
+    return {"pool_size": max(1, env_int("DB_POOL_SIZE", 4)),
+            "max_overflow": max(0, env_int("DB_MAX_OVERFLOW", 0)),
+            "pool_timeout": env_float("DB_POOL_TIMEOUT_S", 30.0)}
 
 
 def _make_engine(url: str) -> Engine:

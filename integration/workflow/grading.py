@@ -1,4 +1,4 @@
-"""What the warehouse found, per Loop unit, in Loop's grading vocabulary (loop-api.md §3.5)."""
+"""What the warehouse found, per Loop unit, in Loop's grading vocabulary (docs/loop-api.md §3.5)."""
 from __future__ import annotations
 
 from datetime import datetime

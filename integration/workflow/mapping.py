@@ -1,4 +1,4 @@
-"""Loop return → RLM return authorization (rlm-api.md B.10)."""
+"""Loop return → RLM return authorization (docs/rlm-api.md B.10)."""
 from __future__ import annotations
 
 from collections import Counter

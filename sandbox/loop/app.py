@@ -1,4 +1,7 @@
-"""Flask app of the Loop sandbox: Loop's API under /api/<version>/ and sandbox controls under /_sim."""
+"""Flask app of the Loop sandbox: Loop's API under /api/<version>/ and sandbox controls under /_sim.
+
+Section numbers (§) refer to docs/loop-api.md.
+"""
 from __future__ import annotations
 
 import collections

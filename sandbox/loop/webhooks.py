@@ -1,4 +1,5 @@
-"""Webhook subscriptions (§3.6) and signed, retried delivery (§5.2) from a background thread."""
+"""Webhook subscriptions (docs/loop-api.md §3.6) and signed, retried delivery (§5.2) from a
+background thread. Section numbers (§) refer to docs/loop-api.md."""
 from __future__ import annotations
 
 import base64

@@ -1,4 +1,4 @@
-"""Flask app serving the RLM sandbox: the company API (rlm-api.md B.2–B.8) and `/_sim` controls (B.9)."""
+"""Flask app serving the RLM sandbox: the company API (docs/rlm-api.md B.2–B.8) and `/_sim` controls (B.9)."""
 from __future__ import annotations
 
 import hmac

@@ -1,7 +1,7 @@
 """Seed reference data for the RLM sandbox: divisions, warehouses, reason codes and a small catalog.
 
 Items are in RLM's style-colour matrix form (one record per style + colour, position-aligned sizes
-and UPCs). `CB11D10` BLUE S carries the spec's example UPC `099999000054`.
+and UPCs). `CB11D10` BLUE S carries the example UPC of docs/rlm-api.md A.3, `099999000054`.
 """
 from __future__ import annotations
 
@@ -39,7 +39,7 @@ _STYLES = [
     (10, "F", "24", 12, "DR450", "Wrap Dress", [("BLACK", "Black")], ["XS", "S", "M"]),
     (20, "P", "24", 21, "AC900", "Leather Belt", [("BROWN", "Cognac Brown")], ["M", "L"]),
 ]
-_FIRST_UPC = 99999000054  # 099999000054 as in the spec, then sequential
+_FIRST_UPC = 99999000054  # 099999000054 as in docs/rlm-api.md A.3, then sequential
 
 
 def _build_items() -> list[dict]:

@@ -1,4 +1,4 @@
-"""In-memory model of RLM's return-authorization API (rlm-api.md Part B): data, rules, feeds.
+"""In-memory model of RLM's return-authorization API (docs/rlm-api.md Part B): data, rules, feeds.
 
 No Flask here: `app.py` turns HTTP into calls on `RlmState` and `SimError` into error bodies.
 One re-entrant lock guards everything, because the sandbox server is threaded.

@@ -13,7 +13,7 @@ from tests.conftest import SECRET
 
 CAP = Settings.__dataclass_fields__["webhook_max_bytes"].default  # what production runs with
 
-# A complete return.created as Loop sends it (loop-api.md §6), ids of mixed types on purpose.
+# A complete return.created as Loop sends it (docs/loop-api.md §6), ids of mixed types on purpose.
 CREATED = {
     "topic": "return", "trigger": "return.created", "shop_id": 12345, "id": "52393555", "state": "open",
     "created_at": "2024-03-12T15:04:05Z", "edited_at": None, "total": "176.00", "order_id": 2871,

@@ -1,4 +1,4 @@
-"""The Loop client against the Loop sandbox over real HTTP: every method, one test per quirk (loop-api.md)."""
+"""The Loop client against the Loop sandbox over real HTTP: every method, one test per quirk (docs/loop-api.md)."""
 from __future__ import annotations
 
 import datetime as dt

@@ -1,4 +1,4 @@
-"""The Loop sandbox's delivery policy against loop-api.md §5.2's table: which answers are retried."""
+"""The Loop sandbox's delivery policy against docs/loop-api.md §5.2's table: which answers are retried."""
 from __future__ import annotations
 
 import threading

@@ -1,4 +1,4 @@
-"""The receiver takes loop-api.md's example payloads byte for byte, signed as Loop signs them (§5.2, §5.4, §6)."""
+"""The receiver takes docs/loop-api.md's example payloads byte for byte, signed as Loop signs them (§5.2, §5.4, §6)."""
 from __future__ import annotations
 
 import json

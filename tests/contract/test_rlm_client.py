@@ -1,4 +1,4 @@
-"""The RLM client against the RLM sandbox over real HTTP: every method, one test per quirk (rlm-api.md B)."""
+"""The RLM client against the RLM sandbox over real HTTP: every method, one test per quirk (docs/rlm-api.md B)."""
 from __future__ import annotations
 
 import pytest

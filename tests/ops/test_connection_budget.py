@@ -1,4 +1,4 @@
-"""The default formation runs inside the plans app.json asks for (issue 13).
+"""The default formation runs inside the plans app.json asks for (Redis mini, Postgres essential-0).
 
 app.json's formation (web with WEB_CONCURRENCY gunicorn processes, worker and loopworker with
 CELERY_CONCURRENCY pool processes each, beat) runs against a Valkey started with the Redis plan's

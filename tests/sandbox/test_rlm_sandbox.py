@@ -1,4 +1,4 @@
-"""Behaviour of the RLM sandbox against rlm-api.md Part B (B.2–B.9), quirks included."""
+"""Behaviour of the RLM sandbox against docs/rlm-api.md Part B (B.2–B.9), quirks included."""
 from __future__ import annotations
 
 import base64

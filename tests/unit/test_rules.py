@@ -1,4 +1,4 @@
-"""One case per row of workflow.md's merchant-criteria table (defaults and options)."""
+"""One case per row of docs/workflow.md's decision table (defaults and options)."""
 from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal

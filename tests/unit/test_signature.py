@@ -5,7 +5,7 @@ import json
 
 from integration.loop.signature import sign, verify
 
-# The byte-exact wire form from loop-api.md §6 (escaped slashes, compact separators).
+# The byte-exact wire form from docs/loop-api.md §6 (escaped slashes, compact separators).
 WIRE = (b'{"topic":"return","trigger":"return.updated","shop_id":12345,"id":"52393555","state":"closed",'
         b'"status_page_url":"https:\\/\\/example.loopreturns.com\\/#\\/return\\/b3e4764e"}')
 
