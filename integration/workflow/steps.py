@@ -12,10 +12,10 @@ docs/architecture.md shows it as a table (`describe()`; a test keeps the two equ
 """
 from __future__ import annotations
 
-import os
 from dataclasses import dataclass
 
 from integration.errors import FinalError, StepFailed
+from integration.settings import env_float
 from integration.workflow import lifecycle as lc
 from integration.workflow.context import Context
 from integration.workflow.loop_action import act_in_loop
@@ -32,8 +32,8 @@ class RetryPolicy:
     `max_s` stays under STUCK_AFTER_S, so a task waiting for its retry keeps its lease."""
 
     max_retries: int = 10
-    base_s: float = float(os.environ.get("TASK_RETRY_BASE_S", "2"))
-    max_s: float = float(os.environ.get("TASK_RETRY_MAX_S", "600"))
+    base_s: float = env_float("TASK_RETRY_BASE_S", 2.0)
+    max_s: float = env_float("TASK_RETRY_MAX_S", 600.0)
 
 
 DEFAULT_RETRY = RetryPolicy()
