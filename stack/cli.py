@@ -30,11 +30,13 @@ from integration.infra.embedded_redis import (
     wait_for_redis,
 )
 from integration.infra.ratelimit import TokenBucket, bucket_name
+from integration.loop.webhooks import WEBHOOK_TRIGGERS
 from integration.merchants import ConfigError, Merchant, configured_from_environment, load_merchants
 from integration.production import RefusedToStart, merchant_problems, refuse_to_run_wrong
 from integration.settings import Settings, load_settings
 from integration.store.db import get_engine, session_factory
 from integration.store.models import Return
+from integration.store.schema import migrate
 from integration.store.status import return_view
 from integration.workflow import maintenance
 from integration.workflow.context import Context
@@ -44,8 +46,7 @@ from workers.names import STEP_TASK_NAMES, publisher
 
 from .demo import SCENARIOS, run_demo
 from .doctor import _redact, run_checks
-from .processes import DATABASES, FAST_ENV, FIXED_PORTS, WEBHOOK_TRIGGERS, wait_http
-from .schema import migrate
+from .processes import DATABASES, FAST_ENV, FIXED_PORTS, wait_http
 
 ROOT = Path(__file__).resolve().parent.parent
 DEV_VALKEY_PORT = 6380  # Procfile.dev's broker (6379 is left to any Redis already installed)

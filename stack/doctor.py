@@ -13,15 +13,14 @@ from sqlalchemy import text
 from integration.errors import UpstreamError
 from integration.infra import redis_pool
 from integration.infra.embedded_redis import ensure_redis_url
+from integration.loop.webhooks import WEBHOOK_TRIGGERS
 from integration.merchants import ConfigError, Merchant, configured_from_environment, load_merchants
 from integration.production import merchant_problems, settings_problems
 from integration.settings import Settings
 from integration.store.db import get_engine
+from integration.store.schema import alembic_config
 from integration.workflow.context import Context
 from workers.names import QUEUES, publisher
-
-from .processes import WEBHOOK_TRIGGERS
-from .schema import alembic_config
 
 
 @dataclass
