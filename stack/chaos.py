@@ -231,10 +231,10 @@ def retry_parked(stack: Stack, demo: Demo, tracked) -> int:
     an unknown outcome, after looking in Loop that nothing is still being processed for them
     (as docs/operations.md asks)."""
     from integration.merchants import load_merchants
+    from integration.ops.actions import retry_return
     from integration.settings import load_settings
     from integration.store.db import session_factory
     from integration.workflow.context import Context
-    from integration.workflow.maintenance import retry_return
     from workers.names import STEP_TASK_NAMES
     from workers.names import publisher as make_publisher
 

@@ -32,13 +32,14 @@ from integration.infra.embedded_redis import (
 from integration.infra.ratelimit import TokenBucket, bucket_name
 from integration.loop.webhooks import WEBHOOK_TRIGGERS
 from integration.merchants import ConfigError, Merchant, configured_from_environment, load_merchants
+from integration.ops import actions
+from integration.ops.actions import ActionResult, Outcome
 from integration.production import RefusedToStart, merchant_problems, refuse_to_run_wrong
 from integration.settings import Settings, load_settings
 from integration.store.db import get_engine, session_factory
 from integration.store.models import Return
 from integration.store.schema import migrate
 from integration.store.status import return_view
-from integration.workflow import maintenance
 from integration.workflow.context import Context
 from integration.workflow.pipeline import ingest_return
 from integration.workflow.rules import label
@@ -337,7 +338,7 @@ def _describe(view: dict) -> str:
 @merchant_option
 def retry(loop_return_id: str, merchant: str | None) -> None:
     """Resume a parked (needs_attention) return at the step that failed."""
-    _operator_action(maintenance.retry_return, loop_return_id, merchant)
+    _operator_action(actions.retry_return, loop_return_id, merchant)
 
 
 @main.command()
@@ -345,17 +346,14 @@ def retry(loop_return_id: str, merchant: str | None) -> None:
 @merchant_option
 def redecide(loop_return_id: str, merchant: str | None) -> None:
     """Run the decision again for a return not yet acted on in Loop."""
-    _operator_action(maintenance.redecide_return, loop_return_id, merchant)
+    _operator_action(actions.redecide_return, loop_return_id, merchant)
 
 
 def _operator_action(action, loop_return_id: str, merchant: str | None) -> None:
     settings, merchants = _settings_and_merchants()
     _require_database(settings.database_url)
     ctx = _context(settings, merchants)
-    try:
-        click.echo(action(ctx, _merchant_of(ctx, loop_return_id, merchant), loop_return_id))
-    except LookupError as exc:
-        raise click.ClickException(str(exc)) from None
+    _show(action(ctx, _merchant_of(ctx, loop_return_id, merchant), loop_return_id))
 
 
 @main.command()
@@ -364,10 +362,14 @@ def replay(event_id: int) -> None:
     """Hand a stored webhook event to the pipeline again."""
     settings, merchants = _settings_and_merchants()
     _require_database(settings.database_url)
-    try:
-        click.echo(maintenance.replay_event(_context(settings, merchants), event_id))
-    except LookupError as exc:
-        raise click.ClickException(str(exc)) from None
+    _show(actions.replay_event(_context(settings, merchants), event_id))
+
+
+def _show(result: ActionResult) -> None:
+    """The result's sentence; a target that does not exist is an error (exit 1)."""
+    if result.outcome is Outcome.NOT_FOUND:
+        raise click.ClickException(result.message)
+    click.echo(result.message)
 
 
 # --- the service -----------------------------------------------------------------------------
@@ -385,7 +387,7 @@ def backfill(since: datetime, merchant: str | None) -> None:
         if name not in merchants:
             raise click.ClickException(f"no merchant {name}")
         click.echo(f"{name}: listing Loop returns created since {since:%Y-%m-%d}…")
-        missing = maintenance.missing_returns(ctx, name, since.replace(tzinfo=UTC))
+        missing = actions.missing_returns(ctx, name, since.replace(tzinfo=UTC))
         with click.progressbar(missing, label=f"{name}: creating {len(missing)} missing returns",
                                show_pos=True) as bar:
             for item in bar:

@@ -1,10 +1,5 @@
-"""CLI commands that need no running stack, and the maintenance functions behind them."""
+"""CLI commands that need no running stack (tests/ops/test_actions.py covers the actions)."""
 from __future__ import annotations
-
-from integration.settings import load_settings
-from integration.store.models import WebhookEvent
-from integration.workflow.context import Context
-from integration.workflow.maintenance import replay_event
 
 
 def test_merchants_lists_the_configuration(cli):
@@ -30,25 +25,3 @@ def test_merchants_refuses_sandbox_defaults_in_production(cli):
     assert "FAIL   LOOP_API_KEY is unset or the sandbox key" in result.output
     assert "FAIL   LOOP_WEBHOOK_SECRETS is unset or holds the sandbox secret" in result.output
 
-
-def test_replay_hands_a_stored_event_back_to_the_pipeline(sessions, merchants):
-    published = []
-    ctx = Context(settings=load_settings(), merchants=merchants, sessions=sessions,
-                  enqueue=lambda step, i: published.append((step, i)))
-    with sessions() as s:
-        done = WebhookEvent(merchant="demo", dedupe_key="a", body_sha256="a", status="done", attempts=3,
-                            topic="return", trigger="return.updated", loop_return_id="77",
-                            payload={"topic": "return", "loop_return_id": "77"})
-        invalid = WebhookEvent(merchant="demo", dedupe_key="b", body_sha256="b", status="invalid")
-        label = WebhookEvent(merchant="demo", dedupe_key="c", body_sha256="c", status="ignored",
-                             topic="label", payload={"topic": "label"})
-        s.add_all([done, invalid, label])
-        s.commit()
-    assert "nothing to replay" in replay_event(ctx, invalid.id)
-    assert "does not act on" in replay_event(ctx, label.id)
-    assert published == []
-    assert "replaying" in replay_event(ctx, done.id)
-    assert published == [("handle_event", done.id)]
-    with sessions() as s:
-        again = s.get(WebhookEvent, done.id)
-        assert (again.status, again.attempts) == ("received", 0)

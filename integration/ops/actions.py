@@ -1,0 +1,149 @@
+"""Operator actions on one return or one stored webhook: retry, re-decide, replay; and the
+backfill's query (returns Loop has that we have no record of).
+
+Each action returns an ActionResult instead of raising or printing: the CLI prints its message
+(and exits 1 when the target does not exist), the pages flash it (or answer 404).
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from enum import StrEnum
+
+from sqlalchemy import select
+
+from integration.store.db import after_commit, session_scope
+from integration.store.models import Return, WebhookEvent
+from integration.workflow import lifecycle as lc
+from integration.workflow.context import Context
+from integration.workflow.maintenance import LOOP_LIST_STATES
+from integration.workflow.pipeline import as_utc
+
+
+class Outcome(StrEnum):
+    DONE = "done"  # the step is queued (after the commit)
+    NOTHING_TO_DO = "nothing_to_do"  # the target exists, but its state does not allow the action
+    NOT_FOUND = "not_found"  # no such return or event
+
+
+@dataclass(frozen=True, kw_only=True)
+class ActionResult:
+    outcome: Outcome
+    message: str  # one sentence for a person: what the CLI prints and the pages flash
+    loop_return_id: str | None = None
+    event_id: int | None = None
+    step: str | None = None  # the step queued, when DONE
+
+
+def _no_return(merchant: str, loop_return_id: str) -> ActionResult:
+    return ActionResult(outcome=Outcome.NOT_FOUND, loop_return_id=loop_return_id,
+                        message=f"no return {loop_return_id} for merchant {merchant}")
+
+
+def retry_return(ctx: Context, merchant: str, loop_return_id: str) -> ActionResult:
+    """Operator retry of a parked return: resume at the step that failed."""
+    with session_scope(ctx.sessions) as s:
+        ret = s.scalar(select(Return).where(Return.merchant == merchant,
+                                            Return.loop_return_id == loop_return_id))
+        if ret is None:
+            return _no_return(merchant, loop_return_id)
+        if ret.state != lc.NEEDS_ATTENTION:
+            return ActionResult(outcome=Outcome.NOTHING_TO_DO, loop_return_id=loop_return_id,
+                                message=f"return {loop_return_id} is {ret.state}; nothing to retry")
+        step = ret.attention_step or "create_rma"
+        target = lc.RESUME_STATE[step]
+        lc.transition(ret, target, "retry requested by an operator", ret.attention_reason)
+        if step == "act_in_loop" and ret.loop_call_sent_at is not None:
+            # The operator confirms: if Loop still shows the return open, send the call again.
+            ret.loop_call_sent_at = None
+            lc.note(ret, "re-send confirmed by an operator",
+                    f"{ret.decision} is sent again if Loop still shows the return open")
+        ret.attention_reason = None
+        ret.attention_step = None
+        ret_id = ret.id
+        after_commit(s, lambda: ctx.enqueue(step, ret_id))
+        return ActionResult(outcome=Outcome.DONE, loop_return_id=loop_return_id, step=step,
+                            message=f"return {loop_return_id}: retrying {step}")
+
+
+# Parked at these steps, a return has not been acted on in Loop: its decision can be re-run.
+REDECIDABLE_STEPS = {"decide", "act_in_loop"}
+
+
+def can_redecide(ret: Return) -> bool:
+    """Decided (or parked at the decision or the Loop action), and Loop not yet acted on."""
+    if ret.loop_action_claimed_at is not None:
+        return False
+    return ret.state == lc.DECIDED or (ret.state == lc.NEEDS_ATTENTION
+                                       and ret.attention_step in REDECIDABLE_STEPS)
+
+
+def redecide_return(ctx: Context, merchant: str, loop_return_id: str) -> ActionResult:
+    """Operator re-decide: run the rules again for a return decided (or parked at the decision or
+    the Loop action) but not yet acted on in Loop, e.g. after the merchant's criteria changed."""
+    with session_scope(ctx.sessions) as s:
+        ret = s.scalar(select(Return).where(Return.merchant == merchant,
+                                            Return.loop_return_id == loop_return_id).with_for_update())
+        if ret is None:
+            return _no_return(merchant, loop_return_id)
+        if not can_redecide(ret):
+            return ActionResult(outcome=Outcome.NOTHING_TO_DO, loop_return_id=loop_return_id,
+                                message=f"return {loop_return_id} is {ret.state}; only a return "
+                                        "decided but not yet acted on in Loop can be re-decided")
+        if ret.state == lc.DECIDED:
+            # The lifecycle has no way back from `decided`; holding the return first records why.
+            lc.transition(ret, lc.NEEDS_ATTENTION, "held for a new decision by an operator",
+                          f"previous decision: {ret.decision}")
+        ret.decision = ret.decision_detail = ret.loop_note = None
+        ret.attention_reason = ret.attention_step = None
+        lc.transition(ret, lc.RESUME_STATE["decide"], "re-decide requested by an operator")
+        ret_id = ret.id
+        after_commit(s, lambda: ctx.enqueue("decide", ret_id))
+        return ActionResult(outcome=Outcome.DONE, loop_return_id=loop_return_id, step="decide",
+                            message=f"return {loop_return_id}: deciding again")
+
+
+def replay_event(ctx: Context, event_id: int) -> ActionResult:
+    """Operator replay of a stored webhook: hand it to the pipeline again (every step is
+    idempotent, so a replay can only bring our record up to date)."""
+    with session_scope(ctx.sessions) as s:
+        ev = s.get(WebhookEvent, event_id, with_for_update=True)
+        if ev is None:
+            return ActionResult(outcome=Outcome.NOT_FOUND, event_id=event_id,
+                                message=f"no webhook event {event_id}")
+        if ev.payload is None:
+            return ActionResult(outcome=Outcome.NOTHING_TO_DO, event_id=event_id,
+                                message=f"event {event_id} was stored as {ev.status} without a "
+                                        "usable body; nothing to replay")
+        if ev.status == "ignored":
+            return ActionResult(outcome=Outcome.NOTHING_TO_DO, event_id=event_id,
+                                message=f"event {event_id} is a {ev.topic} webhook, which the "
+                                        "service does not act on")
+        ev.status, ev.attempts, ev.last_error = "received", 0, None
+        after_commit(s, lambda: ctx.enqueue("handle_event", event_id))
+        return ActionResult(outcome=Outcome.DONE, event_id=event_id, step="handle_event",
+                            loop_return_id=ev.loop_return_id,
+                            message=f"event {event_id} ({ev.trigger} for return "
+                                    f"{ev.loop_return_id}): replaying")
+
+
+def missing_returns(ctx: Context, merchant_name: str, since: datetime) -> list[dict]:
+    """Returns created in Loop since `since` (any state) that we have no record of."""
+    loop = ctx.loop(ctx.merchant(merchant_name))
+    now, fmt = ctx.now(), "%Y-%m-%d %H:%M:%S"
+    listed: dict[str, dict] = {}
+    start = as_utc(since)
+    while start < now:
+        end = min(start + timedelta(days=119), now)  # Loop refuses a window over 120 days
+        for state in LOOP_LIST_STATES:
+            for item in loop.iter_returns(start=start.strftime(fmt), end=end.strftime(fmt),
+                                          state=state, filter_by="created_at"):
+                listed.setdefault(str(item["id"]), item)
+        start = end
+    ids = list(listed)
+    with session_scope(ctx.sessions) as s:
+        known: set[str | None] = set()
+        for i in range(0, len(ids), 500):
+            known.update(s.scalars(select(Return.loop_return_id).where(
+                Return.merchant == merchant_name, Return.loop_return_id.in_(ids[i:i + 500]))))
+    return [item for loop_id, item in listed.items() if loop_id not in known]
