@@ -58,8 +58,8 @@ system-packages: $(STAMP)
 
 # Lint and type checks of the product code come first; either one failing fails the target.
 test: $(STAMP) system-packages
-	$(BIN)/ruff check integration workers web
-	$(BIN)/mypy integration workers web
+	$(BIN)/ruff check integration workers web cli
+	$(BIN)/mypy integration workers web cli
 	$(BIN)/python -m pytest $(ARGS)
 
 demo: $(STAMP)

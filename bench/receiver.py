@@ -29,8 +29,8 @@ import redis
 from sqlalchemy import create_engine, text
 
 from integration.infra.embedded_redis import free_port, start_valkey
+from integration.store.schema import migrate
 from stack.processes import wait_http
-from stack.schema import migrate
 from workers.names import QUEUES
 
 from .common import ROOT, Result, Row, children, cpu_seconds, ms, percentile

@@ -81,7 +81,7 @@ def recommendations(by_name: dict[str, Result]) -> list[str]:
         routes = x["loop"]["by_route"]
         details = sum(v for k, v in routes.items() if "details" in k)
         out += [
-            "### Pipeline (`workers/names.py`, `integration/workflow/pipeline.py`)",
+            "### Pipeline (`workers/names.py`, `integration/workflow/steps.py`)",
             "",
             f"1. **Each return costs {x['loop']['total'] / x['completed']:.2f} Loop calls**: "
             f"`act_in_loop` reads the return ({details} `details` calls) before it processes it. The "

@@ -231,17 +231,15 @@ def retry_parked(stack: Stack, demo: Demo, tracked) -> int:
     an unknown outcome, after looking in Loop that nothing is still being processed for them
     (as docs/operations.md asks)."""
     from integration.merchants import load_merchants
+    from integration.ops.actions import retry_return
     from integration.settings import load_settings
     from integration.store.db import session_factory
     from integration.workflow.context import Context
-    from integration.workflow.maintenance import retry_return
-    from workers.names import STEP_TASK_NAMES
     from workers.names import publisher as make_publisher
 
     publisher = make_publisher(stack.redis_url)
-    ctx = Context(settings=load_settings(), merchants=load_merchants(),
-                  sessions=session_factory(stack.env["DATABASE_URL"]),
-                  enqueue=lambda step, i: publisher.send_task(STEP_TASK_NAMES[step], args=[i]))
+    ctx = Context.for_service(load_settings(), load_merchants(), session_factory(stack.env["DATABASE_URL"]),
+                              lambda task, args: publisher.send_task(task, args=args), None)
     retried = 0
     for t in tracked:
         demo.refresh(t)

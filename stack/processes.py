@@ -22,16 +22,13 @@ import requests
 
 from integration.infra.embedded_redis import free_port, start_valkey, wait_until
 from integration.loop.client import LoopClient
+from integration.loop.webhooks import WEBHOOK_TRIGGERS
 from integration.store import db
 
 from .postgres import SUPERUSER_RESERVED, PostgresCluster, cluster_root, find_bindir
 
 ROOT = Path(__file__).resolve().parent.parent
 FIXED_PORTS = {"web": 8000, "loop": 8001, "rlm": 8002, "flower": 5555}
-WEBHOOK_TRIGGERS = {
-    "return": ["return.created", "return.updated", "return.closed"],
-    "return.processing": ["return.processing.failed"],
-}
 
 # Short schedules so the demo runs in about a minute; production uses the defaults.
 FAST_ENV = {
@@ -214,7 +211,7 @@ class Stack:
 
     def _init_database(self) -> None:
         # Like the release phase: migrate once, before any process uses the database.
-        from .schema import migrate
+        from integration.store.schema import migrate
 
         migrate(self.env["DATABASE_URL"])
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import hashlib
 import hmac
+from collections.abc import Callable
 from urllib.parse import urlsplit
 
 from flask import (
@@ -24,10 +25,11 @@ from flask import (
 )
 from sqlalchemy import func, or_, select
 
+from integration.ops import actions
+from integration.ops.actions import ActionResult, Outcome
 from integration.store.models import Return
 from integration.store.status import find_return, return_view
 from integration.workflow import lifecycle as lc
-from integration.workflow import maintenance
 from integration.workflow.context import Context
 from integration.workflow.rules import label, tally
 
@@ -135,29 +137,29 @@ def return_page(merchant: str, loop_return_id: str):
                  for line in ret.rma_lines or []]
         return render_template(
             "return.html", view=view, units=ret.units or [], lines=lines, unexpected=unexpected,
-            can_retry=ret.state == lc.NEEDS_ATTENTION, can_redecide=maintenance.can_redecide(ret),
+            can_retry=ret.state == lc.NEEDS_ATTENTION, can_redecide=actions.can_redecide(ret),
             attention_step=ret.attention_step, label=label)
 
 
 @bp.post("/returns/<merchant>/<loop_return_id>/retry")
 def retry(merchant: str, loop_return_id: str):
-    return _act(maintenance.retry_return, merchant, loop_return_id)
+    return _act(actions.retry_return, merchant, loop_return_id)
 
 
 @bp.post("/returns/<merchant>/<loop_return_id>/redecide")
 def redecide(merchant: str, loop_return_id: str):
-    return _act(maintenance.redecide_return, merchant, loop_return_id)
+    return _act(actions.redecide_return, merchant, loop_return_id)
 
 
-def _act(action, merchant: str, loop_return_id: str):
+def _act(action: Callable[[Context, str, str], ActionResult], merchant: str, loop_return_id: str):
     if merchant not in current_app.config["MERCHANTS"]:
         abort(404)
     config = current_app.config
     ctx = Context(settings=config["SETTINGS"], merchants=config["MERCHANTS"],
                   sessions=config["SESSIONS"], enqueue=config["ENQUEUE_STEP"])
-    try:
-        flash(action(ctx, merchant, loop_return_id))
-    except LookupError:
+    result = action(ctx, merchant, loop_return_id)
+    if result.outcome is Outcome.NOT_FOUND:
         abort(404)
+    flash(result.message)
     return redirect(url_for("pages.return_page", merchant=merchant, loop_return_id=loop_return_id),
                     code=303)

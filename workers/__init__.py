@@ -1,1 +1,1 @@
-"""Celery app and tasks: thin wrappers that hand ids to integration.workflow.pipeline."""
+"""Celery app and tasks: thin wrappers, built from the step table, that hand ids to integration.workflow."""

@@ -21,6 +21,12 @@ KNOWN_TOPICS = {
 }
 # Topics we act on; the others are stored as `ignored`.
 HANDLED_TOPICS = {RETURN_TOPIC, PROCESSING_TOPIC}
+# The webhooks a merchant's Loop account must send us: `doctor` checks them, the local stack
+# subscribes its Loop sandbox to them.
+WEBHOOK_TRIGGERS = {
+    RETURN_TOPIC: ["return.created", "return.updated", "return.closed"],
+    PROCESSING_TOPIC: ["return.processing.failed"],
+}
 
 
 class LoopId(fields.Field):

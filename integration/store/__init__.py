@@ -1,1 +1,2 @@
-"""Storage: the models, the engine and sessions, the webhook inbox, retention and the status view."""
+"""Storage: the models, the engine and sessions, the webhook inbox, retention, the status view,
+and the schema's migrations."""

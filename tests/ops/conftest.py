@@ -4,7 +4,7 @@ from __future__ import annotations
 import pytest
 from click.testing import CliRunner
 
-from stack.cli import main
+from cli.main import main
 from tests.integration.helpers import new_return, receive, wait_for_state
 
 

@@ -4,7 +4,7 @@ any difference, so neither can drift without the other.
 
 "The product" is what runs in production and what an operator runs against it: the packages
 `integration`, `workers` and `web`, `celeryconfig.py`, the `rlm-loop` command line
-(`stack/cli.py`, `stack/doctor.py`), the Procfile's `${VAR:-default}` and app.json's config vars.
+(`cli/`, and `stack/cli.py` for the local stack), the Procfile's `${VAR:-default}` and app.json's config vars.
 A read is `os.environ.get("X", d)`, `os.environ["X"]`, `os.getenv("X", d)`, or a call of the
 settings helpers (`_env`, `env_int`, `env_float`, or `env` bound to `os.environ.get`) with the
 name as its first argument; `read(...) or d` gives the default `d`.
@@ -24,8 +24,8 @@ import pytest
 ROOT = Path(__file__).resolve().parents[2]
 TABLE_DOC = ROOT / "docs" / "operations.md"
 PRODUCT_PY = sorted(
-    [p for package in ("integration", "workers", "web") for p in (ROOT / package).rglob("*.py")]
-    + [ROOT / "celeryconfig.py", ROOT / "stack" / "cli.py", ROOT / "stack" / "doctor.py"])
+    [p for package in ("integration", "workers", "web", "cli") for p in (ROOT / package).rglob("*.py")]
+    + [ROOT / "celeryconfig.py", ROOT / "stack" / "cli.py"])
 READERS = {"_env", "env", "env_int", "env_float"}
 NAME = re.compile(r"^[A-Z][A-Z0-9_]*$")
 

@@ -114,7 +114,7 @@ class Sampler:
 
 
 def run_doctor(stack: Stack) -> str:
-    done = subprocess.run([sys.executable, "-m", "stack.cli", "doctor"], env=stack.env, cwd=ROOT,
+    done = subprocess.run([sys.executable, "-m", "cli", "doctor"], env=stack.env, cwd=ROOT,
                           capture_output=True, text=True, timeout=120)
     return done.stdout + done.stderr
 

@@ -140,7 +140,7 @@ def test_every_procfile_process_refuses_a_wrong_production_configuration(tmp_pat
 def test_init_db_refuses_a_wrong_production_configuration(production):
     from click.testing import CliRunner
 
-    from stack.cli import main
+    from cli.main import main
 
     result = CliRunner().invoke(main, ["init-db"])
     assert result.exit_code == 1

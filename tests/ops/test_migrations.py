@@ -5,7 +5,10 @@ it); this test fails until the two agree again.
 """
 from __future__ import annotations
 
+import uuid
 from pathlib import Path
+
+import pytest
 
 from alembic import command
 from alembic.autogenerate import compare_metadata
@@ -56,17 +59,25 @@ def test_init_db_migrates_a_new_database_and_adopts_one_made_without_migrations(
     assert "up to date" in cli("init-db", env={"DATABASE_URL": legacy}).output
 
 
-def test_upgrading_to_explicit_schedules_makes_every_open_row_due_once(database_url):
+@pytest.fixture(params=["sqlite", "postgresql"])
+def new_database(request, tmp_path) -> str:
+    """A database of its own (the shared test database is emptied, not dropped, between tests)."""
+    if request.param == "sqlite":
+        return f"sqlite:///{tmp_path / 'upgrade.db'}"
+    return request.getfixturevalue("postgres").create_database(f"upgrade_{uuid.uuid4().hex[:8]}")
+
+
+def test_upgrading_to_explicit_schedules_makes_every_open_row_due_once(new_database):
     """0004: returns and inbox rows stored before schedules existed are looked at by the next
     sweep (each step is safe to run again); parked ones wait for a person, finished ones for nothing."""
     from datetime import UTC, datetime
 
     from sqlalchemy import text
 
-    config = alembic_config(database_url)
+    config = alembic_config(new_database)
     command.upgrade(config, "0003")
     now = datetime.now(UTC)
-    engine = get_engine(database_url)
+    engine = get_engine(new_database)
     with engine.begin() as conn:
         for n, state in enumerate(("transmitted", "decided", "needs_attention", "complete")):
             conn.execute(text(

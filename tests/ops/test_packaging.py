@@ -24,7 +24,7 @@ from alembic.script import ScriptDirectory
 from packaging.requirements import Requirement
 
 from integration.infra.embedded_redis import free_port
-from stack.schema import MIGRATIONS, alembic_config
+from integration.store.schema import MIGRATIONS, alembic_config
 
 ROOT = Path(__file__).resolve().parents[2]
 PYPROJECT = tomllib.loads((ROOT / "pyproject.toml").read_text())
@@ -87,7 +87,7 @@ def rlm_loop(bin_dir: Path, cwd: Path, *args: str) -> subprocess.CompletedProces
 
 
 def test_the_wheel_carries_the_migrations_and_runs_from_an_empty_directory(installed, empty_dir):
-    where = run(installed / "python", "-c", "import integration, stack.schema as s; "
+    where = run(installed / "python", "-c", "import integration, integration.store.schema as s; "
                 "print(integration.__file__); print(s.MIGRATIONS)", cwd=empty_dir)
     package, migrations = where.stdout.split()
     assert package.startswith(str(installed.parent)), "the package must come from the wheel"

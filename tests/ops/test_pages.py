@@ -123,5 +123,11 @@ def test_no_redecide_once_loop_was_acted_on(ops, sessions, steps):
     assert "only a return decided but not yet acted on" in ops.get(path, headers=basic()).get_data(as_text=True)
 
 
-def test_unknown_return_is_404(ops):
+def test_unknown_return_is_404(ops, sessions, steps):
     assert ops.get("/ops/returns/demo/999999", headers=basic()).status_code == 404
+    add_return(sessions, "3004", lc.NEEDS_ATTENTION)  # a page with a form, for its CSRF token
+    token = csrf(ops, "/ops/returns/demo/3004")
+    for action in ("retry", "redecide"):
+        answer = ops.post(f"/ops/returns/demo/999999/{action}", headers=basic(), data={"csrf": token})
+        assert answer.status_code == 404, action
+    assert steps == []

@@ -12,11 +12,11 @@ import pytest
 import requests
 
 from integration.merchants import Criteria, demo_merchant_config, parse_merchants
+from integration.ops.actions import retry_return
 from integration.store.models import Return
 from integration.workflow import lifecycle as lc
 from integration.workflow import events, loop_action, receiving, runner, steps
 from integration.workflow.context import Context
-from integration.workflow.maintenance import retry_return
 from integration.workflow.sweeper import sweep
 from sandbox.common import ServerThread
 from sandbox.loop import create_app as loop_app
@@ -171,7 +171,7 @@ def test_no_outcome_within_the_window_parks_at_the_loop_step_and_retry_sends_onc
     assert "outcome of the process call unknown" in ret.attention_reason
     assert accepted(h, loop_id) == 1
     # The operator looked in Loop and confirms: send it again.
-    assert "retrying act_in_loop" in retry_return(h.ctx, "demo", loop_id)
+    assert retry_return(h.ctx, "demo", loop_id).step == "act_in_loop"
     h.drain()
     assert accepted(h, loop_id) == 2
     assert h.ret(rid).state == lc.LOOP_ACTIONED

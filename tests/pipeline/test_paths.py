@@ -267,7 +267,7 @@ def test_a_decided_return_waiting_its_turn_behind_loops_rate_limit_is_left_alone
 
 # --- the shopper's address: kept only while the return is `received` -------------------------
 def test_a_return_parked_before_its_rma_keeps_no_address_and_its_retry_reads_it_from_loop(harness_for, sandboxes):
-    from integration.workflow.maintenance import retry_return
+    from integration.ops.actions import retry_return
 
     requests.post(f"{sandboxes['rlm'].url}/_sim/faults", timeout=5, json={
         "match": {"method": "POST", "path": "/return-authorizations"}, "status": 422,
@@ -281,7 +281,7 @@ def test_a_return_parked_before_its_rma_keeps_no_address_and_its_retry_reads_it_
     assert (parked.state, parked.attention_step) == (lc.NEEDS_ATTENTION, "create_rma")
     assert parked.ship_from is None  # parked: the address is not kept while a person looks
 
-    assert "retrying create_rma" in retry_return(h.ctx, "demo", loop_id)
+    assert retry_return(h.ctx, "demo", loop_id).step == "create_rma"
     h.drain()
     ret = h.ret(rid)
     assert ret.state == lc.TRANSMITTED and ret.ship_from is None

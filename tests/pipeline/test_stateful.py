@@ -32,13 +32,13 @@ from sqlalchemy import select
 from integration.errors import RetryableError, UpstreamError
 from integration.loop.signature import sign
 from integration.merchants import demo_merchant_config, parse_merchants
+from integration.ops.actions import retry_return
 from integration.settings import load_settings
 from integration.store.db import get_engine, session_factory
 from integration.store.models import Return, create_all, utcnow
 from integration.workflow import lifecycle as lc
 from integration.workflow import events, loop_action, receiving, runner, steps
 from integration.workflow.context import Context
-from integration.workflow.maintenance import retry_return
 from integration.workflow.reconcile import reconcile_loop
 from integration.workflow.sweeper import sweep
 from integration.workflow.mapping import rma_ref

@@ -9,7 +9,7 @@ from sqlalchemy import inspect
 
 from integration.store.db import get_engine
 from integration.store.models import Base
-from stack.schema import alembic_config, migrate
+from integration.store.schema import alembic_config, migrate
 
 TABLES = {"returns", "timeline", "webhook_events", "receipts", "feed_cursors"}
 

@@ -1,8 +1,8 @@
-"""The database schema: Alembic migrations, for the release phase and local stacks.
+"""The database schema: the Alembic migrations that `rlm-loop init-db` and local stacks run.
 
 The migration scripts are package data (integration/migrations), so `rlm-loop init-db` works
 from an installed wheel as well as from a checkout; the root alembic.ini points at the same
-directory for the `alembic` command.
+directory for the `alembic` command (the release phase).
 """
 from __future__ import annotations
 

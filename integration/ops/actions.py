@@ -1,28 +1,56 @@
-"""Operator actions: retry, re-decide, replay, and the returns Loop has that we never saw."""
+"""Operator actions on one return or one stored webhook: retry, re-decide, replay; and the
+backfill's query (returns Loop has that we have no record of).
+
+Each action returns an ActionResult instead of raising or printing: the CLI prints its message
+(and exits 1 when the target does not exist), the pages flash it (or answer 404).
+"""
 from __future__ import annotations
 
+from dataclasses import dataclass
 from datetime import datetime, timedelta
+from enum import StrEnum
 
 from sqlalchemy import select
 
-from integration.store.db import after_commit, session_scope
+from integration.store.db import session_scope
 from integration.store.models import InboxStatus, Return, WebhookEvent
+from integration.store.status import lock_return
 from integration.workflow import lifecycle as lc
 from integration.workflow.context import Context
 from integration.workflow.reconcile import LOOP_LIST_STATES
-from integration.workflow.runner import as_utc, send_step
+from integration.workflow.runner import as_utc, enqueue_after_commit, send_step
 from integration.workflow.steps import BY_NAME
 
 
-def retry_return(ctx: Context, merchant: str, loop_return_id: str) -> str:
+class Outcome(StrEnum):
+    DONE = "done"  # the step is queued (after the commit)
+    NOTHING_TO_DO = "nothing_to_do"  # the target exists, but its state does not allow the action
+    NOT_FOUND = "not_found"  # no such return or event
+
+
+@dataclass(frozen=True, kw_only=True)
+class ActionResult:
+    outcome: Outcome
+    message: str  # one sentence for a person: what the CLI prints and the pages flash
+    loop_return_id: str | None = None
+    event_id: int | None = None
+    step: str | None = None  # the step queued, when DONE
+
+
+def _no_return(merchant: str, loop_return_id: str) -> ActionResult:
+    return ActionResult(outcome=Outcome.NOT_FOUND, loop_return_id=loop_return_id,
+                        message=f"no return {loop_return_id} for merchant {merchant}")
+
+
+def retry_return(ctx: Context, merchant: str, loop_return_id: str) -> ActionResult:
     """Operator retry of a parked return: resume at the step that failed."""
     with session_scope(ctx.sessions) as s:
-        ret = s.scalar(select(Return).where(Return.merchant == merchant,
-                                            Return.loop_return_id == loop_return_id))
+        ret = lock_return(s, merchant, loop_return_id)
         if ret is None:
-            raise LookupError(f"no return {loop_return_id} for merchant {merchant}")
+            return _no_return(merchant, loop_return_id)
         if ret.state != lc.NEEDS_ATTENTION:
-            return f"return {loop_return_id} is {ret.state}; nothing to retry"
+            return ActionResult(outcome=Outcome.NOTHING_TO_DO, loop_return_id=loop_return_id,
+                                message=f"return {loop_return_id} is {ret.state}; nothing to retry")
         step = ret.attention_step or "create_rma"
         target = BY_NAME[step].resume_from
         lc.transition(ret, target, "retry requested by an operator", ret.attention_reason)
@@ -34,7 +62,8 @@ def retry_return(ctx: Context, merchant: str, loop_return_id: str) -> str:
         ret.attention_reason = None
         ret.attention_step = None
         send_step(ctx, s, ret, step)
-        return f"return {loop_return_id}: retrying {step}"
+        return ActionResult(outcome=Outcome.DONE, loop_return_id=loop_return_id, step=step,
+                            message=f"return {loop_return_id}: retrying {step}")
 
 
 # Parked at these steps, a return has not been acted on in Loop: its decision can be re-run.
@@ -49,17 +78,17 @@ def can_redecide(ret: Return) -> bool:
                                        and ret.attention_step in REDECIDABLE_STEPS)
 
 
-def redecide_return(ctx: Context, merchant: str, loop_return_id: str) -> str:
+def redecide_return(ctx: Context, merchant: str, loop_return_id: str) -> ActionResult:
     """Operator re-decide: run the rules again for a return decided (or parked at the decision or
     the Loop action) but not yet acted on in Loop, e.g. after the merchant's criteria changed."""
     with session_scope(ctx.sessions) as s:
-        ret = s.scalar(select(Return).where(Return.merchant == merchant,
-                                            Return.loop_return_id == loop_return_id).with_for_update())
+        ret = lock_return(s, merchant, loop_return_id)
         if ret is None:
-            raise LookupError(f"no return {loop_return_id} for merchant {merchant}")
+            return _no_return(merchant, loop_return_id)
         if not can_redecide(ret):
-            return (f"return {loop_return_id} is {ret.state}; only a return decided but not yet "
-                    "acted on in Loop can be re-decided")
+            return ActionResult(outcome=Outcome.NOTHING_TO_DO, loop_return_id=loop_return_id,
+                                message=f"return {loop_return_id} is {ret.state}; only a return "
+                                        "decided but not yet acted on in Loop can be re-decided")
         if ret.state == lc.DECIDED:
             # The lifecycle has no way back from `decided`; holding the return first records why.
             lc.transition(ret, lc.NEEDS_ATTENTION, "held for a new decision by an operator",
@@ -68,24 +97,33 @@ def redecide_return(ctx: Context, merchant: str, loop_return_id: str) -> str:
         ret.attention_reason = ret.attention_step = None
         lc.transition(ret, BY_NAME["decide"].resume_from, "re-decide requested by an operator")
         send_step(ctx, s, ret, "decide")
-        return f"return {loop_return_id}: deciding again"
+        return ActionResult(outcome=Outcome.DONE, loop_return_id=loop_return_id, step="decide",
+                            message=f"return {loop_return_id}: deciding again")
 
 
-def replay_event(ctx: Context, event_id: int) -> str:
+def replay_event(ctx: Context, event_id: int) -> ActionResult:
     """Operator replay of a stored webhook: hand it to the pipeline again (every step is
     idempotent, so a replay can only bring our record up to date)."""
     with session_scope(ctx.sessions) as s:
         ev = s.get(WebhookEvent, event_id, with_for_update=True)
         if ev is None:
-            raise LookupError(f"no webhook event {event_id}")
+            return ActionResult(outcome=Outcome.NOT_FOUND, event_id=event_id,
+                                message=f"no webhook event {event_id}")
         if ev.payload is None:
-            return f"event {event_id} was stored as {ev.status} without a usable body; nothing to replay"
+            return ActionResult(outcome=Outcome.NOTHING_TO_DO, event_id=event_id,
+                                message=f"event {event_id} was stored as {ev.status} without a "
+                                        "usable body; nothing to replay")
         if ev.status == InboxStatus.IGNORED:
-            return f"event {event_id} is a {ev.topic} webhook, which the service does not act on"
+            return ActionResult(outcome=Outcome.NOTHING_TO_DO, event_id=event_id,
+                                message=f"event {event_id} is a {ev.topic} webhook, which the "
+                                        "service does not act on")
         ev.status, ev.attempts, ev.last_error = InboxStatus.RECEIVED, 0, None
-        ev.next_attempt_at = ctx.now() + timedelta(seconds=ctx.settings.stuck_after_s)
-        after_commit(s, lambda: ctx.enqueue("handle_event", event_id))
-        return f"event {event_id} ({ev.trigger} for return {ev.loop_return_id}): replaying"
+        ev.next_attempt_at = ctx.now() + timedelta(seconds=ctx.settings.stuck_after_s)  # its lease
+        enqueue_after_commit(ctx, s, "handle_event", event_id)
+        return ActionResult(outcome=Outcome.DONE, event_id=event_id, step="handle_event",
+                            loop_return_id=ev.loop_return_id,
+                            message=f"event {event_id} ({ev.trigger} for return "
+                                    f"{ev.loop_return_id}): replaying")
 
 
 def missing_returns(ctx: Context, merchant_name: str, since: datetime) -> list[dict]:

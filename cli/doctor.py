@@ -4,24 +4,23 @@ from __future__ import annotations
 import os
 from collections.abc import Callable
 from dataclasses import dataclass
-from urllib.parse import urlsplit, urlunsplit
 
 import redis
 from sqlalchemy import inspect as sql_inspect
 from sqlalchemy import text
 
+from cli.wiring import redact
 from integration.errors import UpstreamError
 from integration.infra import redis_pool
 from integration.infra.embedded_redis import ensure_redis_url
+from integration.loop.webhooks import WEBHOOK_TRIGGERS
 from integration.merchants import ConfigError, Merchant, configured_from_environment, load_merchants
 from integration.production import merchant_problems, settings_problems
 from integration.settings import Settings
 from integration.store.db import get_engine
+from integration.store.schema import alembic_config
 from integration.workflow.context import Context
 from workers.names import QUEUES, publisher
-
-from .processes import WEBHOOK_TRIGGERS
-from .schema import alembic_config
 
 
 @dataclass
@@ -75,7 +74,7 @@ def _check_database(settings: Settings) -> list[Check]:
     from alembic.runtime.migration import MigrationContext
     from alembic.script import ScriptDirectory
 
-    where = _redact(settings.database_url)
+    where = redact(settings.database_url)
     try:
         with get_engine(settings.database_url).connect() as conn:
             conn.execute(text("SELECT 1"))
@@ -111,9 +110,9 @@ def _check_redis(settings: Settings, checks: list[Check]) -> str | None:
     try:
         waiting = {q: client.llen(q) for q in QUEUES}
     except redis.RedisError as exc:
-        checks.append(Check("redis", "FAIL", f"cannot reach {_redact(url)}: {exc}"))
+        checks.append(Check("redis", "FAIL", f"cannot reach {redact(url)}: {exc}"))
         return None
-    checks.append(Check("redis", "ok", f"{_redact(url)}; queued: "
+    checks.append(Check("redis", "ok", f"{redact(url)}; queued: "
                         + ", ".join(f"{q} {n}" for q, n in waiting.items())))
     try:
         policy = client.config_get("maxmemory-policy").get("maxmemory-policy")
@@ -269,12 +268,3 @@ def _upstream(exc: UpstreamError) -> str:
         return f"unreachable ({exc.message})"
     return f"{exc.message} (HTTP {exc.status})"
 
-
-def _redact(url: str) -> str:
-    """A URL fit to print: no password."""
-    parts = urlsplit(url)
-    if parts.password:
-        host = parts.hostname + (f":{parts.port}" if parts.port else "")
-        user = f"{parts.username}:***@" if parts.username else "***@"
-        return urlunsplit(parts._replace(netloc=user + host))
-    return url

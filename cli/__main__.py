@@ -1,0 +1,4 @@
+"""`python -m cli <command>`: the same commands as `rlm-loop <command>`."""
+from cli.main import main
+
+main()

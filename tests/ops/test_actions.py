@@ -1,0 +1,106 @@
+"""The operator actions (integration/ops/actions.py): what each answers, and what it queues."""
+from __future__ import annotations
+
+from datetime import UTC, datetime
+
+import pytest
+
+from integration.ops.actions import (
+    ActionResult,
+    Outcome,
+    redecide_return,
+    replay_event,
+    retry_return,
+)
+from integration.settings import load_settings
+from integration.store.models import Return, WebhookEvent
+from integration.workflow import lifecycle as lc
+from integration.workflow.context import Context
+
+
+@pytest.fixture
+def queued() -> list:
+    return []
+
+
+@pytest.fixture
+def ctx(sessions, merchants, queued) -> Context:
+    return Context(settings=load_settings(), merchants=merchants, sessions=sessions,
+                   enqueue=lambda step, i: queued.append((step, i)))
+
+
+def add_return(sessions, loop_id: str, state: str, **fields) -> int:
+    with sessions() as s:
+        ret = Return(merchant="demo", loop_return_id=loop_id, state=lc.RECEIVED, units=[],
+                     rma_lines=[], **fields)
+        s.add(ret)
+        s.flush()
+        if state != lc.RECEIVED:
+            ret.state = state
+        s.commit()
+        return ret.id
+
+
+def test_retry_resumes_a_parked_return_at_the_step_that_failed(ctx, sessions, queued):
+    rid = add_return(sessions, "11", lc.NEEDS_ATTENTION, attention_step="transmit_rma",
+                     attention_reason="RLM refused the transmission")
+    assert retry_return(ctx, "demo", "11") == ActionResult(
+        outcome=Outcome.DONE, loop_return_id="11", step="transmit_rma",
+        message="return 11: retrying transmit_rma")
+    assert queued == [("transmit_rma", rid)]
+
+
+def test_retry_of_a_return_not_parked_does_nothing(ctx, sessions, queued):
+    add_return(sessions, "12", lc.TRANSMITTED)
+    result = retry_return(ctx, "demo", "12")
+    assert (result.outcome, result.step) == (Outcome.NOTHING_TO_DO, None)
+    assert result.message == "return 12 is transmitted; nothing to retry"
+    assert queued == []
+
+
+def test_an_unknown_return_is_not_found(ctx, sessions, queued):
+    add_return(sessions, "13", lc.NEEDS_ATTENTION)
+    for action in (retry_return, redecide_return):
+        result = action(ctx, "other-merchant", "13")  # the id exists, for another merchant
+        assert (result.outcome, result.loop_return_id) == (Outcome.NOT_FOUND, "13")
+        assert result.message == "no return 13 for merchant other-merchant"
+    assert queued == []
+
+
+def test_redecide_only_before_loop_was_acted_on(ctx, sessions, queued):
+    rid = add_return(sessions, "14", lc.DECIDED, decision="flag")
+    add_return(sessions, "15", lc.DECIDED, decision="process", loop_action_claimed_at=datetime.now(UTC))
+    assert redecide_return(ctx, "demo", "14").outcome is Outcome.DONE
+    assert queued == [("decide", rid)]
+    refused = redecide_return(ctx, "demo", "15")
+    assert refused.outcome is Outcome.NOTHING_TO_DO
+    assert "only a return decided but not yet acted on in Loop" in refused.message
+    assert queued == [("decide", rid)]
+
+
+def test_replay_hands_a_stored_event_back_to_the_pipeline(ctx, sessions, queued):
+    with sessions() as s:
+        done = WebhookEvent(merchant="demo", dedupe_key="a", body_sha256="a", status="done", attempts=3,
+                            topic="return", trigger="return.updated", loop_return_id="77",
+                            payload={"topic": "return", "loop_return_id": "77"})
+        bodyless = WebhookEvent(merchant="demo", dedupe_key="b", body_sha256="b", status="invalid")
+        ignored = WebhookEvent(merchant="demo", dedupe_key="c", body_sha256="c", status="ignored",
+                               topic="label", payload={"topic": "label"})
+        s.add_all([done, bodyless, ignored])
+        s.commit()
+    unknown = replay_event(ctx, 999_999)
+    assert (unknown.outcome, unknown.event_id, unknown.message) == (
+        Outcome.NOT_FOUND, 999_999, "no webhook event 999999")
+    nothing = replay_event(ctx, bodyless.id)
+    assert nothing.outcome is Outcome.NOTHING_TO_DO and "nothing to replay" in nothing.message
+    label = replay_event(ctx, ignored.id)
+    assert label.outcome is Outcome.NOTHING_TO_DO and "does not act on" in label.message
+    assert queued == []
+
+    replayed = replay_event(ctx, done.id)
+    assert (replayed.outcome, replayed.step, replayed.loop_return_id) == (Outcome.DONE, "handle_event", "77")
+    assert replayed.message == f"event {done.id} (return.updated for return 77): replaying"
+    assert queued == [("handle_event", done.id)]
+    with sessions() as s:
+        again = s.get(WebhookEvent, done.id)
+        assert (again.status, again.attempts) == ("received", 0)
