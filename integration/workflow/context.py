@@ -37,7 +37,9 @@ class Context:
                     send_task: Callable[[str, list], object] | None, redis: Redis | None) -> Context:
         """The one way the service's processes (workers, web, CLI) build their Context: steps
         published by task name (the step table's), Loop's rate limit shared through Redis."""
-        from integration.workflow.steps import task_name  # the table imports the steps
+        from integration.workflow.steps import BY_NAME, task_name  # the table imports the steps
+
+        loop_queue = BY_NAME["act_in_loop"].queue
 
         def enqueue(step: str, target_id) -> None:
             if send_task is None:
@@ -50,9 +52,9 @@ class Context:
                                settings.loop_requests_per_minute)
 
         def loop_backlog() -> int | None:
-            """Messages waiting on the `loop` queue (the Redis transport keeps a queue as a list)."""
+            """Messages waiting on the Loop step's queue (the Redis transport keeps a queue as a list)."""
             try:
-                return int(redis.llen("loop")) if redis is not None else None
+                return int(redis.llen(loop_queue)) if redis is not None else None
             except RedisError:
                 return None
 

@@ -2,7 +2,7 @@
 
 Process and remove-and-process are not idempotent and Loop only queues them: once such a call
 may have reached Loop (its request left, whatever came back), it is never sent again on our own.
-The return then waits for Loop to show the outcome on an explicit schedule (LOOP_OUTCOME).
+The return then waits for Loop to show the outcome on an explicit schedule (Wait.LOOP_OUTCOME).
 Flag and close are harmless to repeat.
 """
 from __future__ import annotations
@@ -21,8 +21,6 @@ from integration.workflow.events import ingest_return
 from integration.workflow.grading import grades
 from integration.workflow.runner import StepRun, Superseded, as_utc, locked, schedule, step
 
-ASYNC_ACTIONS = lc.ASYNC_ACTIONS
-LANDED_STATE = lc.LANDED_STATE
 
 @step(requires={lc.DECIDED})
 def act_in_loop(run: StepRun) -> None:
@@ -41,7 +39,7 @@ def act_in_loop(run: StepRun) -> None:
     if action is None:  # cannot happen: DECIDED is entered with the decision
         raise StepFailed("no decision stored for the decided return")
     claimed = snap.loop_action_claimed_at
-    if action in ASYNC_ACTIONS and snap.loop_call_sent_at is not None:
+    if action in lc.ASYNC_ACTIONS and snap.loop_call_sent_at is not None:
         # An earlier attempt sent the call and stopped before recording the answer (a worker
         # killed mid-call): it may be queued in Loop. Wait for the outcome, never re-send.
         return _after_call(ctx, loop, merchant, snap, accepted=False, sent_now=False)
@@ -49,8 +47,8 @@ def act_in_loop(run: StepRun) -> None:
     state = lc.LoopState.of(details.get("state"))
 
     # Ours landed (for a process call: one sent earlier, before an operator's retry).
-    if claimed is not None and state == LANDED_STATE.get(action) \
-            and (action not in ASYNC_ACTIONS or snap.loop_actioned_at is not None):
+    if claimed is not None and state == lc.LANDED_STATE.get(action) \
+            and (action not in lc.ASYNC_ACTIONS or snap.loop_actioned_at is not None):
         return _after_call(ctx, loop, merchant, snap, accepted=True, sent_now=False, loop_shows=state)
     if state != lc.LoopState.OPEN:
         if claimed is not None:
@@ -97,7 +95,7 @@ def _after_call(ctx: Context, loop, merchant: Merchant, snap: Return, *, accepte
         else:
             lc.transition(ret, lc.LOOP_ACTIONED, _UNCLEAR_TEXT,
                           f"{action} not sent again; waiting for Loop to show the outcome")
-        if action in ASYNC_ACTIONS and ret.loop_state != lc.LoopState.CLOSED:
+        if action in lc.ASYNC_ACTIONS and ret.loop_state != lc.LoopState.CLOSED:
             # The close step waits for `return.closed` (or a processing failure), and reads
             # Loop on this schedule should neither webhook come.
             first = outcome_checks(ctx, ret.loop_actioned_at, now)
@@ -190,7 +188,7 @@ def _call_action(ctx: Context, loop, snap: Return, action: str, return_id: int,
             raise Superseded() from None
         raise StepFailed(f"Loop refused to {action} the return: {exc.message} ({exc.code})") from None
     except RetryableError:
-        if action in ASYNC_ACTIONS:
+        if action in lc.ASYNC_ACTIONS:
             return False
         raise  # flag / close: re-read after the settle time, sent again if it did not land
     return True

@@ -5,7 +5,7 @@ import pytest
 from click.testing import CliRunner
 
 from cli.main import main
-from tests.integration.helpers import new_return, receive, wait_for_state
+from tests.stack.helpers import new_return, receive, wait_for_state
 
 
 @pytest.fixture(scope="session")

@@ -9,7 +9,7 @@ import pytest
 import redis
 import requests
 
-from tests.integration.helpers import (
+from tests.stack.helpers import (
     new_return,
     our_view,
     successful_actions,

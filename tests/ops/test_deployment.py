@@ -12,7 +12,7 @@ from sqlalchemy.orm import sessionmaker
 
 from integration.merchants import load_merchants
 from integration.settings import load_settings
-from tests.unit.test_production import GOOD_ENV
+from tests.config.test_production import GOOD_ENV
 
 ROOT = Path(__file__).resolve().parents[2]
 

@@ -10,7 +10,7 @@ import requests
 from prometheus_client.parser import text_string_to_metric_families
 
 from integration.infra import logs
-from tests.integration.helpers import wait_for
+from tests.stack.helpers import wait_for
 from workers.names import STEP_TASK_NAMES
 from workers.observability import _readable_args
 

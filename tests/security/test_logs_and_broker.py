@@ -116,7 +116,7 @@ def test_the_scan_reads_real_traffic_and_would_find_a_leak(scanned):
     texts = scanned["texts"]
     assert {"web.log", "worker1.log", "loopworker1.log", "beat.log", "broker.log"} <= set(texts)
     # Every sample return went through our service (whether the demo's outcome matched is
-    # tests/integration's business).
+    # tests/stack's business).
     assert all(row["state"] != "(not yet seen)" for row in scanned["rows"])
     assert "POST /webhooks/loop/demo" in texts["web.log"]  # the shoppers' webhooks reached us
     bodies = decoded_bodies(texts["broker.log"])

@@ -13,7 +13,7 @@ from integration.store.retention import purge_old_data
 from integration.workflow import events as workflow_events
 from integration.workflow.context import Context
 from integration.workflow.sweeper import sweep
-from tests.test_receiver import CREATED
+from tests.web.test_receiver import CREATED
 
 OLD = timedelta(days=91)  # past the default RETENTION_DAYS (90)
 

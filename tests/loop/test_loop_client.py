@@ -11,7 +11,7 @@ from flask import Flask, jsonify
 from integration.errors import FinalError, NotFound, RetryableError
 from integration.loop.client import LoopClient, truncate_note
 from sandbox.common import ServerThread
-from tests.contract.conftest import HANG_S, LOOP_KEY, SHORT_TIMEOUT, TIMEOUT
+from tests.sandboxes import HANG_S, LOOP_KEY, SHORT_TIMEOUT, TIMEOUT
 
 
 def window(hours: float = 1.0) -> dict[str, str]:

@@ -12,8 +12,8 @@ from integration.errors import RetryableError
 from integration.infra.embedded_redis import start_valkey
 from integration.infra.ratelimit import TokenBucket
 from integration.loop.client import LoopClient
-from tests.contract.bucket_worker import hammer
-from tests.contract.conftest import LOOP_KEY, TIMEOUT
+from tests.infra.bucket_worker import hammer
+from tests.sandboxes import LOOP_KEY, TIMEOUT
 
 
 @pytest.fixture(scope="module")

@@ -1,6 +1,6 @@
 """The Loop token bucket and the periodic-job lock on fakeredis (its Lua runtime runs the
 bucket's script): fast and with a clock the test controls. The real-server tests stay in
-tests/contract/test_rate_limit.py (several processes on one Valkey) and tests/integration."""
+tests/infra/test_rate_limit.py (several processes on one Valkey) and tests/stack."""
 from __future__ import annotations
 
 import time

@@ -5,7 +5,7 @@ import pytest
 
 from integration.errors import FinalError, NotFound, RetryableError
 from integration.rlm.client import JsonTransport, RlmClient
-from tests.contract.conftest import HANG_S, RLM_KEY, RLM_USER, SHORT_TIMEOUT, TIMEOUT
+from tests.sandboxes import HANG_S, RLM_KEY, RLM_USER, SHORT_TIMEOUT, TIMEOUT
 
 BLUE_S = "099999000054"
 

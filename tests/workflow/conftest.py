@@ -1,6 +1,6 @@
 """The workflow steps against both sandboxes over real HTTP, with the steps run inline.
 
-Celery's part (delivery, retries, workers) is covered by tests/integration on the real stack;
+Celery's part (delivery, retries, workers) is covered by tests/stack on the real stack;
 here each path runs step by step, deterministically, so every merchant option can be tried.
 """
 from __future__ import annotations

@@ -1,0 +1,1 @@
+"""integration/infra: HTTP classification, the shared rate limit, Redis helpers, scrubbing."""

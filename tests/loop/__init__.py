@@ -1,0 +1,1 @@
+"""integration/loop: the Loop client against the Loop sandbox, webhooks, signatures."""

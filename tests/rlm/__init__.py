@@ -1,0 +1,1 @@
+"""integration/rlm: the RLM client against the RLM sandbox."""

@@ -1,0 +1,1 @@
+"""integration/store: retention, the inbox."""

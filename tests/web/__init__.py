@@ -1,0 +1,1 @@
+"""web: the receiver and its relay."""
