@@ -21,7 +21,7 @@ from prometheus_client.core import (
 from sqlalchemy import func, select
 
 from integration.infra import redis_pool
-from integration.store.models import Return, WebhookEvent
+from integration.store.models import InboxStatus, Return, WebhookEvent
 from workers import runtime
 from workers.names import QUEUES
 from workers.observability import MetricStore
@@ -71,7 +71,7 @@ class _Collector:
                                        .group_by(WebhookEvent.status)):
                 events.add_metric([status], n)
             oldest = s.scalar(select(func.min(WebhookEvent.received_at))
-                              .where(WebhookEvent.status == "received"))
+                              .where(WebhookEvent.status == InboxStatus.RECEIVED))
         if oldest is not None and oldest.tzinfo is None:
             oldest = oldest.replace(tzinfo=UTC)  # SQLite hands back naive UTC
         lag.add_metric([], (datetime.now(UTC) - oldest).total_seconds() if oldest else 0.0)

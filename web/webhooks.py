@@ -11,6 +11,7 @@ from marshmallow import ValidationError
 from integration.loop.signature import verify
 from integration.loop.webhooks import HANDLED_TOPICS, dedupe_key, parse_event
 from integration.store.inbox import insert_event
+from integration.store.models import InboxStatus
 
 bp = Blueprint("webhooks", __name__)
 log = logging.getLogger(__name__)
@@ -35,12 +36,12 @@ def receive(merchant: str):
         event = parse_event(payload)
     except ValidationError as exc:
         # Kept for inspection (without the body: it may hold shopper data), then refused.
-        _store(merchant, body_hash, body_hash, None, "invalid", error=json.dumps(exc.messages)[:2000])
+        _store(merchant, body_hash, body_hash, None, InboxStatus.INVALID, error=json.dumps(exc.messages)[:2000])
         return jsonify({"error": "not a usable Loop event", "fields": exc.messages}), 422
 
     handled = event["topic"] in HANDLED_TOPICS
     row_id = _store(merchant, dedupe_key(event, raw), body_hash, event,
-                    "received" if handled else "ignored")
+                    InboxStatus.RECEIVED if handled else InboxStatus.IGNORED)
     if row_id is None:
         return _answer(200, "duplicate delivery; already stored")
     return jsonify({"status": "accepted" if handled else "ignored", "event_id": row_id}), 202
@@ -62,7 +63,7 @@ def _store(merchant: str, key: str, body_hash: str, event: dict | None, status: 
     row_id = insert_event(engine, merchant=merchant, dedupe_key=key, body_sha256=body_hash,
                           status=status, event=event, error=error,
                           lease_s=current_app.config["SETTINGS"].stuck_after_s)
-    if row_id is not None and status == "received":
+    if row_id is not None and status == InboxStatus.RECEIVED:
         try:
             current_app.config["ENQUEUE_EVENT"](row_id)
         except Exception:  # broker down: the row stays `received` and the sweeper picks it up

@@ -9,6 +9,7 @@ from datetime import datetime
 from enum import StrEnum
 
 from integration.store.models import Return, TimelineEntry, utcnow
+from integration.workflow import rules
 
 
 class State(StrEnum):
@@ -82,11 +83,11 @@ ALLOWED: dict[str, frozenset[str]] = {
 }
 
 
-# Our Loop actions (rules.PROCESS ...) by how they land: Loop only queues a process call, and its
-# outcome shows later as the return closing; the others are done when Loop answers.
-ASYNC_ACTIONS = frozenset({"process", "remove_and_process"})
-LANDED_STATE = {"process": LoopState.CLOSED, "remove_and_process": LoopState.CLOSED,
-                "close": LoopState.CLOSED, "flag": LoopState.REVIEW}
+# Our Loop actions by how they land: Loop only queues a process call, and its outcome shows later
+# as the return closing; the others are done when Loop answers.
+ASYNC_ACTIONS = frozenset({rules.PROCESS, rules.REMOVE_AND_PROCESS})
+LANDED_STATE = {rules.PROCESS: LoopState.CLOSED, rules.REMOVE_AND_PROCESS: LoopState.CLOSED,
+                rules.CLOSE: LoopState.CLOSED, rules.FLAG: LoopState.REVIEW}
 
 
 class IllegalTransition(Exception):
