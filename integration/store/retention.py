@@ -64,7 +64,7 @@ def _clear(sessions: sessionmaker[Session], model, ids_query, values: dict[str, 
     with session_scope(sessions) as s:
         ids = list(s.scalars(ids_query))
         if ids:
-            # updated_at as it was: the sweeper reads it as "last moved", and clearing is no move.
+            # updated_at as it was: the pages order by it as "last moved", and clearing is no move.
             keep = {"updated_at": model.updated_at} if hasattr(model, "updated_at") else {}
             s.execute(update(model).where(model.id.in_(ids)).values(**values, **keep)
                       .execution_options(synchronize_session=False))
