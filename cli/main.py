@@ -1,7 +1,8 @@
 """`rlm-loop <command>` (or `python -m cli <command>`): the operator commands; docs/operations.md.
 
-The database: init-db. One return: status, retry, redecide, replay. The service: backfill,
-merchants, doctor. Commands read the same environment as the service, talk to the database
+The database: init-db. One return: status, retry, redecide, replay (each manual action records
+the operator: --operator, cli/operators.py). Webhook deliveries: events list. The service:
+backfill, merchants, doctor. Commands read the same environment as the service, talk to the database
 directly, and publish tasks by name on the broker (never importing the workers). The local
 stack's `demo` and `up` are listed too, but stack/ is imported only when one of them runs.
 """
@@ -17,6 +18,8 @@ import click
 from sqlalchemy import select
 
 from cli.doctor import run_checks
+from cli.events import events
+from cli.operators import operator_name, operator_option
 from cli.status import describe
 from cli.wiring import (
     context,
@@ -34,7 +37,6 @@ from integration.settings import load_settings
 from integration.store.models import Return
 from integration.store.schema import migrate
 from integration.store.status import return_view
-from integration.workflow.context import Context
 from integration.workflow.events import ingest_return
 
 
@@ -98,34 +100,42 @@ def status(loop_return_id: str, merchant: str | None, as_json: bool) -> None:
 @main.command()
 @click.argument("loop_return_id")
 @merchant_option
-def retry(loop_return_id: str, merchant: str | None) -> None:
+@operator_option
+def retry(loop_return_id: str, merchant: str | None, operator: str | None) -> None:
     """Resume a parked (needs_attention) return at the step that failed."""
-    _on_return(actions.retry_return, loop_return_id, merchant)
+    _on_return(actions.retry_return, loop_return_id, merchant, operator)
 
 
 @main.command()
 @click.argument("loop_return_id")
 @merchant_option
-def redecide(loop_return_id: str, merchant: str | None) -> None:
+@operator_option
+def redecide(loop_return_id: str, merchant: str | None, operator: str | None) -> None:
     """Run the decision again for a return not yet acted on in Loop."""
-    _on_return(actions.redecide_return, loop_return_id, merchant)
+    _on_return(actions.redecide_return, loop_return_id, merchant, operator)
 
 
 @main.command()
 @click.argument("event_id", type=int)
-def replay(event_id: int) -> None:
+@operator_option
+def replay(event_id: int, operator: str | None) -> None:
     """Hand a stored webhook event to the pipeline again."""
+    name = operator_name(operator)
     settings, merchants = settings_and_merchants()
     require_database(settings.database_url)
-    _show(actions.replay_event(context(settings, merchants), event_id))
+    _show(actions.replay_event(context(settings, merchants), event_id, operator=name))
 
 
-def _on_return(action: Callable[[Context, str, str], ActionResult], loop_return_id: str,
-               merchant: str | None) -> None:
+main.add_command(events)  # `events list`: failed and invalid deliveries, to replay
+
+
+def _on_return(action: Callable[..., ActionResult], loop_return_id: str, merchant: str | None,
+               operator: str | None) -> None:
+    name = operator_name(operator)
     settings, merchants = settings_and_merchants()
     require_database(settings.database_url)
     ctx = context(settings, merchants)
-    _show(action(ctx, merchant_of(ctx, loop_return_id, merchant), loop_return_id))
+    _show(action(ctx, merchant_of(ctx, loop_return_id, merchant), loop_return_id, operator=name))
 
 
 def _show(result: ActionResult) -> None:

@@ -8,7 +8,8 @@ from __future__ import annotations
 
 import math
 import os
-from dataclasses import dataclass
+import re
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import overload
 
@@ -97,6 +98,47 @@ class Settings:
     retention_days: float = 90.0
     retention_interval_s: float = 3600.0
     webhook_max_bytes: int = 1024 * 1024
+    # OPERATOR_TOKENS: (name, token) per operator, each a login of the pages and API under that
+    # name. Never shown: kept out of repr.
+    operator_tokens: tuple[tuple[str, str], ...] = field(default=(), repr=False)
+
+
+# An operator's name, as the timeline and the logs give it (never a shopper's data).
+OPERATOR_NAME = re.compile(r"[a-z0-9._-]{1,40}")
+ADMIN_OPERATOR = "admin"  # who ADMIN_TOKEN acts as
+MIN_OPERATOR_TOKEN = 16
+
+
+def is_operator_name(name: str) -> bool:
+    return OPERATOR_NAME.fullmatch(name) is not None
+
+
+def parse_operator_tokens(raw: str | None, admin_token: str | None = None) -> tuple[tuple[str, str], ...]:
+    """OPERATOR_TOKENS, "name:token,name2:token2", as (name, token) pairs. A malformed value is a
+    SettingError naming the variable and the entry by its position, never quoting a token."""
+    pairs: list[tuple[str, str]] = []
+    for number, entry in enumerate((raw or "").split(","), start=1):
+        entry = entry.strip()
+        if not entry:
+            continue  # a trailing comma
+        where = f"OPERATOR_TOKENS entry {number}"
+        name, colon, token = entry.partition(":")
+        if not colon:
+            raise SettingError(f"{where} is not name:token")
+        if not is_operator_name(name):
+            raise SettingError(f"{where}: the name must be 1 to 40 of a-z 0-9 . _ -")
+        if name == ADMIN_OPERATOR:
+            raise SettingError(f"{where}: the name {ADMIN_OPERATOR} is ADMIN_TOKEN's")
+        if len(token) < MIN_OPERATOR_TOKEN or any(c.isspace() for c in token):
+            raise SettingError(f"{where} ({name}): the token must be at least {MIN_OPERATOR_TOKEN} "
+                               "characters without spaces (openssl rand -hex 32)")
+        if any(name == known for known, _ in pairs):
+            raise SettingError(f"{where}: {name} is listed twice")
+        if token == admin_token or any(token == known for _, known in pairs):
+            raise SettingError(f"{where} ({name}): the token is already ADMIN_TOKEN's or "
+                               "another operator's")
+        pairs.append((name, token))
+    return tuple(pairs)
 
 
 def load_settings() -> Settings:
@@ -105,11 +147,12 @@ def load_settings() -> Settings:
     # Heroku still hands out postgres:// URLs; SQLAlchemy wants postgresql+psycopg://.
     if database_url.startswith("postgres://"):
         database_url = "postgresql+psycopg://" + database_url[len("postgres://"):]
+    admin_token = _env("ADMIN_TOKEN")
     return Settings(
         data_dir=data_dir,
         database_url=database_url,
         redis_url=_env("REDIS_URL"),
-        admin_token=_env("ADMIN_TOKEN"),
+        admin_token=admin_token,
         production=_env("APP_ENV", "development") == "production",
         receipt_poll_interval_s=env_float("RECEIPT_POLL_INTERVAL_S", 300.0),
         sweep_interval_s=env_float("SWEEP_INTERVAL_S", 60.0),
@@ -131,4 +174,5 @@ def load_settings() -> Settings:
         rlm_timeout=(env_float("HTTP_CONNECT_TIMEOUT_S", 5.0), env_float("RLM_READ_TIMEOUT_S", 60.0)),
         retention_days=env_float("RETENTION_DAYS", 90.0),
         retention_interval_s=env_float("RETENTION_INTERVAL_S", 3600.0),
+        operator_tokens=parse_operator_tokens(_env("OPERATOR_TOKENS"), admin_token),
     )

@@ -248,7 +248,7 @@ def retry_parked(stack: Stack, demo: Demo, tracked) -> int:
         loop = requests.get(f"{stack.url('loop')}/_sim/returns/{t.loop_id}", timeout=10).json()
         if loop.get("processing_pending"):
             continue  # Loop is still working on it: look again later
-        retry_return(ctx, "demo", t.loop_id)
+        retry_return(ctx, "demo", t.loop_id, operator="chaos")
         demo.refresh(t)  # no longer settled: the driver follows it again
         retried += 1
     return retried

@@ -15,8 +15,8 @@ from .relay import Relay
 
 
 def create_app(test_config: dict | None = None) -> Flask:
-    """`test_config` may supply SESSIONS, MERCHANTS, ADMIN_TOKEN, ENQUEUE_EVENT, ENQUEUE_STEP,
-    REDIS_URL."""
+    """`test_config` may supply SESSIONS, MERCHANTS, ADMIN_TOKEN, OPERATOR_TOKENS (name -> token),
+    ENQUEUE_EVENT, ENQUEUE_STEP, REDIS_URL."""
     app = Flask(__name__)
     given = test_config or {}
     if not redis_pool.role():
@@ -33,6 +33,7 @@ def create_app(test_config: dict | None = None) -> Flask:
         MAX_CONTENT_LENGTH=settings.webhook_max_bytes,
         SETTINGS=settings,
         ADMIN_TOKEN=settings.admin_token,
+        OPERATOR_TOKENS=dict(settings.operator_tokens),
     )
     app.config.update(given)
     app.config.setdefault("MERCHANTS", given.get("MERCHANTS") or runtime.merchants())

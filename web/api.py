@@ -1,11 +1,11 @@
-"""Operator API: GET /api/returns/<loop_return_id> (Bearer ADMIN_TOKEN)."""
+"""Operator API: GET /api/returns/<loop_return_id> (Bearer ADMIN_TOKEN, or an operator's token)."""
 from __future__ import annotations
-
-import hmac
 
 from flask import Blueprint, current_app, jsonify, request
 
 from integration.store.status import find_return, return_view
+
+from .operators import operator_for
 
 bp = Blueprint("api", __name__, url_prefix="/api")
 
@@ -15,8 +15,8 @@ def _require_token():
     token = current_app.config.get("ADMIN_TOKEN")
     if not token:
         return jsonify({"error": "operator API disabled: set ADMIN_TOKEN"}), 403
-    given = request.headers.get("Authorization", "")
-    if not hmac.compare_digest(given.encode(), f"Bearer {token}".encode()):
+    scheme, _, given = request.headers.get("Authorization", "").partition(" ")
+    if scheme != "Bearer" or operator_for(given) is None:
         return jsonify({"error": "missing or invalid bearer token"}), 401
 
 

@@ -1,15 +1,18 @@
-"""Operator pages under /ops: the returns list and one page per return, with retry and re-decide.
+"""Operator pages under /ops: the returns list and one page per return, with retry and re-decide;
+failed and invalid webhook deliveries, with replay.
 
-Server-rendered, no JavaScript. Same credential as the API: ADMIN_TOKEN, given as the password
-of HTTP Basic authentication (any user name). Browsers send Basic credentials on cross-site
-requests too, so every POST carries a CSRF token derived from ADMIN_TOKEN and must come from
-this origin.
+Server-rendered, no JavaScript. Same credentials as the API: ADMIN_TOKEN (acting as "admin") or
+an operator's own token (OPERATOR_TOKENS, acting under its name), given as the password of HTTP
+Basic authentication (any user name); every action records the operator (`g.operator`).
+Browsers send Basic credentials on cross-site requests too, so every POST carries a CSRF token
+derived from ADMIN_TOKEN and the operator, and must come from this origin.
 """
 from __future__ import annotations
 
 import hashlib
 import hmac
 from collections.abc import Callable
+from datetime import UTC, datetime
 from urllib.parse import urlsplit
 
 from flask import (
@@ -18,6 +21,7 @@ from flask import (
     abort,
     current_app,
     flash,
+    g,
     redirect,
     render_template,
     request,
@@ -27,11 +31,14 @@ from sqlalchemy import func, or_, select
 
 from integration.ops import actions
 from integration.ops.actions import ActionResult, Outcome
-from integration.store.models import Return
+from integration.ops.deliveries import PROBLEMS, list_deliveries
+from integration.store.models import InboxStatus, Return
 from integration.store.status import find_return, return_view
 from integration.workflow import lifecycle as lc
 from integration.workflow.context import Context
 from integration.workflow.rules import label, tally
+
+from .operators import operator_for
 
 bp = Blueprint("pages", __name__, url_prefix="/ops")
 PAGE_SIZE = 50
@@ -62,17 +69,24 @@ def _require_login():
     if not token:
         return Response("operator pages disabled: set ADMIN_TOKEN\n", 403, mimetype="text/plain")
     auth = request.authorization
-    if auth is None or auth.type != "basic" or not hmac.compare_digest(
-            (auth.password or "").encode(), token.encode()):
-        return Response("log in with any user name and ADMIN_TOKEN as the password\n", 401,
+    operator = operator_for(auth.password) if auth is not None and auth.type == "basic" else None
+    if operator is None:
+        return Response("log in with any user name and ADMIN_TOKEN, or your operator token, as the "
+                        "password\n", 401,
                         {"WWW-Authenticate": 'Basic realm="rlm-loop operators", charset="UTF-8"'},
                         mimetype="text/plain")
+    g.operator = operator
     if request.method == "POST":
         origin = request.headers.get("Origin")
         if origin and urlsplit(origin).netloc != request.host:
             abort(403)
-        if not hmac.compare_digest(request.form.get("csrf", "").encode(), _derived("csrf").encode()):
+        if not hmac.compare_digest(request.form.get("csrf", "").encode(), _csrf_token().encode()):
             abort(403)
+
+
+def _csrf_token() -> str:
+    """The logged-in operator's CSRF token: one operator's page cannot post as another."""
+    return _derived(f"csrf {g.operator}")
 
 
 @bp.after_request
@@ -87,7 +101,7 @@ def _headers(response: Response) -> Response:
 
 @bp.context_processor
 def _template_globals() -> dict:
-    return {"csrf_token": _derived("csrf") if current_app.config.get("ADMIN_TOKEN") else ""}
+    return {"csrf_token": _csrf_token() if "operator" in g else "", "operator": g.get("operator")}
 
 
 @bp.get("/")
@@ -151,15 +165,51 @@ def redecide(merchant: str, loop_return_id: str):
     return _act(actions.redecide_return, merchant, loop_return_id)
 
 
-def _act(action: Callable[[Context, str, str], ActionResult], merchant: str, loop_return_id: str):
+def _context() -> Context:
+    config = current_app.config
+    return Context(settings=config["SETTINGS"], merchants=config["MERCHANTS"],
+                   sessions=config["SESSIONS"], enqueue=config["ENQUEUE_STEP"])
+
+
+def _act(action: Callable[..., ActionResult], merchant: str, loop_return_id: str):
     if merchant not in current_app.config["MERCHANTS"]:
         abort(404)
-    config = current_app.config
-    ctx = Context(settings=config["SETTINGS"], merchants=config["MERCHANTS"],
-                  sessions=config["SESSIONS"], enqueue=config["ENQUEUE_STEP"])
-    result = action(ctx, merchant, loop_return_id)
+    result = action(_context(), merchant, loop_return_id, operator=g.operator)
     if result.outcome is Outcome.NOT_FOUND:
         abort(404)
     flash(result.message)
     return redirect(url_for("pages.return_page", merchant=merchant, loop_return_id=loop_return_id),
                     code=303)
+
+
+# --- webhook deliveries ----------------------------------------------------------------------
+def _delivery_filters(values) -> dict:
+    return {"merchant": values.get("merchant") or None, "status": values.get("status") or None,
+            "since": values.get("since") or None}
+
+
+@bp.get("/deliveries")
+def deliveries():
+    """Failed and invalid webhook deliveries (or those of one status), newest first."""
+    filters = _delivery_filters(request.args)
+    after = request.args.get("after") or None
+    try:
+        since = (datetime.strptime(filters["since"], "%Y-%m-%d").replace(tzinfo=UTC)
+                 if filters["since"] else None)
+        with current_app.config["SESSIONS"]() as s:
+            page = list_deliveries(s, merchant=filters["merchant"], since=since, after=after,
+                                   statuses=[filters["status"]] if filters["status"] else PROBLEMS,
+                                   limit=PAGE_SIZE)
+    except ValueError as exc:
+        return Response(f"{exc}\n", 400, mimetype="text/plain")
+    return render_template("deliveries.html", page=page, filters=filters, after=after,
+                           statuses=list(InboxStatus), merchants=sorted(current_app.config["MERCHANTS"]))
+
+
+@bp.post("/deliveries/<int:event_id>/replay")
+def replay(event_id: int):
+    result = actions.replay_event(_context(), event_id, operator=g.operator)
+    if result.outcome is Outcome.NOT_FOUND:
+        abort(404)
+    flash(result.message)
+    return redirect(url_for("pages.deliveries", **_delivery_filters(request.form)), code=303)

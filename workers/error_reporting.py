@@ -56,6 +56,7 @@ def init_error_reporting(component: str, settings: Settings, merchants: dict[str
         raise RuntimeError("SENTRY_DSN is set but sentry-sdk is not installed: install the "
                            "service with its `sentry` extra (.[sentry])") from None
     secrets = secrets_of(settings.admin_token, os.environ.get("FLOWER_BASIC_AUTH"),
+                         *(token for _, token in settings.operator_tokens),
                          *(s for m in merchants.values() for s in (m.loop_api_key, m.rlm_key,
                                                                    *m.webhook_secrets)),
                          urls=(settings.database_url, settings.redis_url, dsn))

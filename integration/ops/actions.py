@@ -2,10 +2,14 @@
 backfill's query (returns Loop has that we have no record of).
 
 Each action returns an ActionResult instead of raising or printing: the CLI prints its message
-(and exits 1 when the target does not exist), the pages flash it (or answer 404).
+(and exits 1 when the target does not exist), the pages flash it (or answer 404). Each names the
+operator who asked (`operator`: the pages' login, the CLI's --operator): in the log line every
+action writes and, for a return, in the detail of its timeline entries ("by alice"; the cause
+texts stay as they were, other code matches them).
 """
 from __future__ import annotations
 
+import logging
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from enum import StrEnum
@@ -20,6 +24,8 @@ from integration.workflow.context import Context
 from integration.workflow.reconcile import LOOP_LIST_STATES
 from integration.workflow.runner import as_utc, enqueue_after_commit, send_step
 from integration.workflow.steps import BY_NAME
+
+log = logging.getLogger(__name__)
 
 
 class Outcome(StrEnum):
@@ -42,8 +48,26 @@ def _no_return(merchant: str, loop_return_id: str) -> ActionResult:
                         message=f"no return {loop_return_id} for merchant {merchant}")
 
 
-def retry_return(ctx: Context, merchant: str, loop_return_id: str) -> ActionResult:
+def _by(operator: str, detail: str | None = None) -> str:
+    """A timeline detail naming the operator: "by alice", or "by alice; <detail>"."""
+    return f"by {operator}; {detail}" if detail else f"by {operator}"
+
+
+def _logged(action: str, operator: str, result: ActionResult, merchant: str | None = None) -> ActionResult:
+    """Log the action's outcome with who asked (ids and outcomes only, like every log line)."""
+    fields = {"operator": operator, "action": action, "outcome": str(result.outcome),
+              "merchant": merchant, "loop_return_id": result.loop_return_id, "event_id": result.event_id}
+    log.info("%s by %s: %s", action, operator, result.outcome,
+             extra={k: v for k, v in fields.items() if v is not None})
+    return result
+
+
+def retry_return(ctx: Context, merchant: str, loop_return_id: str, *, operator: str) -> ActionResult:
     """Operator retry of a parked return: resume at the step that failed."""
+    return _logged("retry", operator, _retry(ctx, merchant, loop_return_id, operator), merchant)
+
+
+def _retry(ctx: Context, merchant: str, loop_return_id: str, operator: str) -> ActionResult:
     with session_scope(ctx.sessions) as s:
         ret = lock_return(s, merchant, loop_return_id)
         if ret is None:
@@ -53,12 +77,12 @@ def retry_return(ctx: Context, merchant: str, loop_return_id: str) -> ActionResu
                                 message=f"return {loop_return_id} is {ret.state}; nothing to retry")
         step = ret.attention_step or "create_rma"
         target = BY_NAME[step].resume_from
-        lc.transition(ret, target, "retry requested by an operator", ret.attention_reason)
+        lc.transition(ret, target, "retry requested by an operator", _by(operator, ret.attention_reason))
         if step == "act_in_loop" and ret.loop_call_sent_at is not None:
             # The operator confirms: if Loop still shows the return open, send the call again.
             ret.loop_call_sent_at = None
             lc.note(ret, "re-send confirmed by an operator",
-                    f"{ret.decision} is sent again if Loop still shows the return open")
+                    _by(operator, f"{ret.decision} is sent again if Loop still shows the return open"))
         ret.attention_reason = None
         ret.attention_step = None
         send_step(ctx, s, ret, step)
@@ -78,9 +102,13 @@ def can_redecide(ret: Return) -> bool:
                                        and ret.attention_step in REDECIDABLE_STEPS)
 
 
-def redecide_return(ctx: Context, merchant: str, loop_return_id: str) -> ActionResult:
+def redecide_return(ctx: Context, merchant: str, loop_return_id: str, *, operator: str) -> ActionResult:
     """Operator re-decide: run the rules again for a return decided (or parked at the decision or
     the Loop action) but not yet acted on in Loop, e.g. after the merchant's criteria changed."""
+    return _logged("redecide", operator, _redecide(ctx, merchant, loop_return_id, operator), merchant)
+
+
+def _redecide(ctx: Context, merchant: str, loop_return_id: str, operator: str) -> ActionResult:
     with session_scope(ctx.sessions) as s:
         ret = lock_return(s, merchant, loop_return_id)
         if ret is None:
@@ -92,18 +120,23 @@ def redecide_return(ctx: Context, merchant: str, loop_return_id: str) -> ActionR
         if ret.state == lc.DECIDED:
             # The lifecycle has no way back from `decided`; holding the return first records why.
             lc.transition(ret, lc.NEEDS_ATTENTION, "held for a new decision by an operator",
-                          f"previous decision: {ret.decision}")
+                          _by(operator, f"previous decision: {ret.decision}"))
         ret.decision = ret.decision_detail = ret.loop_note = None
         ret.attention_reason = ret.attention_step = None
-        lc.transition(ret, BY_NAME["decide"].resume_from, "re-decide requested by an operator")
+        lc.transition(ret, BY_NAME["decide"].resume_from, "re-decide requested by an operator",
+                      _by(operator))
         send_step(ctx, s, ret, "decide")
         return ActionResult(outcome=Outcome.DONE, loop_return_id=loop_return_id, step="decide",
                             message=f"return {loop_return_id}: deciding again")
 
 
-def replay_event(ctx: Context, event_id: int) -> ActionResult:
+def replay_event(ctx: Context, event_id: int, *, operator: str) -> ActionResult:
     """Operator replay of a stored webhook: hand it to the pipeline again (every step is
-    idempotent, so a replay can only bring our record up to date)."""
+    idempotent, so a replay can only bring our record up to date). Who asked goes in the log."""
+    return _logged("replay", operator, _replay(ctx, event_id))
+
+
+def _replay(ctx: Context, event_id: int) -> ActionResult:
     with session_scope(ctx.sessions) as s:
         ev = s.get(WebhookEvent, event_id, with_for_update=True)
         if ev is None:

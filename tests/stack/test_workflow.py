@@ -105,7 +105,7 @@ def test_rlm_rejection_parks_the_return_with_rlms_message_and_retry_resumes(stac
     ctx = Context(settings=load_settings(), merchants=load_merchants(),
                   sessions=session_factory(stack.env["DATABASE_URL"]),
                   enqueue=lambda step, i: publisher.send_task(STEP_TASK_NAMES[step], args=[i]))
-    assert retry_return(ctx, "demo", loop_id).step == "create_rma"
+    assert retry_return(ctx, "demo", loop_id, operator="test").step == "create_rma"
     wait_for_state(stack, loop_id, "transmitted")
     assert ras_for(stack, loop_id) == 1
     causes = [t["cause"] for t in our_view(stack, loop_id)["timeline"]]

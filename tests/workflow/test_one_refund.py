@@ -171,7 +171,7 @@ def test_no_outcome_within_the_window_parks_at_the_loop_step_and_retry_sends_onc
     assert "outcome of the process call unknown" in ret.attention_reason
     assert accepted(h, loop_id) == 1
     # The operator looked in Loop and confirms: send it again.
-    assert retry_return(h.ctx, "demo", loop_id).step == "act_in_loop"
+    assert retry_return(h.ctx, "demo", loop_id, operator="test").step == "act_in_loop"
     h.drain()
     assert accepted(h, loop_id) == 2
     assert h.ret(rid).state == lc.LOOP_ACTIONED
@@ -224,7 +224,7 @@ def test_a_second_processing_failure_identical_to_the_first_is_not_dropped(harne
         ret = h.ret(rid)
         assert ret.state == lc.NEEDS_ATTENTION and ret.attention_step == "act_in_loop"
         assert "Loop could not process the return" in ret.attention_reason
-        retry_return(h.ctx, "demo", loop_id)
+        retry_return(h.ctx, "demo", loop_id, operator="test")
         h.queue.clear()
         later(h, attempt * 3600)
     # Loop re-delivering a failure we already parked for only notes it on the timeline.

@@ -281,7 +281,7 @@ def test_a_return_parked_before_its_rma_keeps_no_address_and_its_retry_reads_it_
     assert (parked.state, parked.attention_step) == (lc.NEEDS_ATTENTION, "create_rma")
     assert parked.ship_from is None  # parked: the address is not kept while a person looks
 
-    assert retry_return(h.ctx, "demo", loop_id).step == "create_rma"
+    assert retry_return(h.ctx, "demo", loop_id, operator="test").step == "create_rma"
     h.drain()
     ret = h.ret(rid)
     assert ret.state == lc.TRANSMITTED and ret.ship_from is None

@@ -186,7 +186,7 @@ def machine_for(loop_server, rlm_server, new_database):
             """After checking in Loop that nothing is still being processed for the return."""
             loop_id = data.draw(st.sampled_from(self._parked()))
             if loop_id not in self._pending():
-                retry_return(self.ctx, "demo", loop_id)
+                retry_return(self.ctx, "demo", loop_id, operator="test")
 
         # --- invariants, from the sandboxes' own ledgers ---------------------------------------
         @invariant()
