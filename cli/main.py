@@ -17,6 +17,7 @@ import click
 from sqlalchemy import select
 
 from cli.doctor import run_checks
+from cli.listing import attention, retry_group, returns_group
 from cli.status import describe
 from cli.wiring import (
     context,
@@ -192,6 +193,11 @@ def doctor() -> None:
     failed = sum(c.status == "FAIL" for c in checks)
     click.echo(f"\n{failed} problem(s) found" if failed else "\nall checks passed")
     sys.exit(1 if failed else 0)
+
+
+# --- many returns (cli/listing.py) -------------------------------------------------------------
+for _command in (returns_group, attention, retry_group):
+    main.add_command(_command)
 
 
 if __name__ == "__main__":
