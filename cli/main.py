@@ -19,6 +19,7 @@ from sqlalchemy import select
 
 from cli.doctor import run_checks
 from cli.events import events
+from cli.listing import attention, retry_group, returns_group
 from cli.operators import operator_name, operator_option
 from cli.status import describe
 from cli.wiring import (
@@ -202,6 +203,11 @@ def doctor() -> None:
     failed = sum(c.status == "FAIL" for c in checks)
     click.echo(f"\n{failed} problem(s) found" if failed else "\nall checks passed")
     sys.exit(1 if failed else 0)
+
+
+# --- many returns (cli/listing.py) -------------------------------------------------------------
+for _command in (returns_group, attention, retry_group):
+    main.add_command(_command)
 
 
 if __name__ == "__main__":

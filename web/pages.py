@@ -1,5 +1,6 @@
-"""Operator pages under /ops: the returns list and one page per return, with retry and re-decide;
-failed and invalid webhook deliveries, with replay.
+"""Operator pages under /ops: the returns list, one page per return with retry and re-decide,
+the parked returns grouped by cause with a bulk retry (previewed first), and failed and invalid
+webhook deliveries with replay.
 
 Server-rendered, no JavaScript. Same credentials as the API: ADMIN_TOKEN (acting as "admin") or
 an operator's own token (OPERATOR_TOKENS, acting under its name), given as the password of HTTP
@@ -27,9 +28,9 @@ from flask import (
     request,
     url_for,
 )
-from sqlalchemy import func, or_, select
+from sqlalchemy import func, select
 
-from integration.ops import actions
+from integration.ops import actions, queries
 from integration.ops.actions import ActionResult, Outcome
 from integration.ops.deliveries import PROBLEMS, list_deliveries
 from integration.store.models import InboxStatus, Return
@@ -106,36 +107,44 @@ def _template_globals() -> dict:
 
 @bp.get("/")
 def index():
-    return redirect(url_for("pages.returns"))
+    query = request.query_string.decode()  # /ops?state=... lists with those filters
+    return redirect(url_for("pages.returns") + (f"?{query}" if query else ""))
+
+
+def _since(text: str | None) -> datetime | None:
+    """`since` as the pages take it (YYYY-MM-DD, UTC); anything else is a 400."""
+    if not text:
+        return None
+    try:
+        return datetime.strptime(text, "%Y-%m-%d").replace(tzinfo=UTC)
+    except ValueError:
+        abort(400, description=f"since: not a day as YYYY-MM-DD: {text[:40]!r}")
 
 
 @bp.get("/returns")
 def returns():
+    """The list: filters as GET parameters, newest first, a page at a time by cursor (`after`)."""
     merchant = request.args.get("merchant") or None
     state = request.args.get("state") or None
     query = (request.args.get("q") or "").strip()
-    page = max(request.args.get("page", 1, type=int), 1)
-    filters = []
-    if merchant:
-        filters.append(Return.merchant == merchant)
-    if query:  # a Loop return id, an order name or an RMA number
-        match = [Return.loop_return_id == query, Return.order_name == query,
-                 Return.order_name == f"#{query.lstrip('#')}"]
-        if query.isdigit():
-            match.append(Return.rma_number == int(query))
-        filters.append(or_(*match))
+    reason = (request.args.get("reason") or "").strip()
+    since_text = request.args.get("since") or ""
+    since = _since(since_text)
+    try:
+        after = queries.Cursor.decode(request.args["after"]) if request.args.get("after") else None
+    except queries.BadCursor as exc:
+        abort(400, description=str(exc))
+    filters = queries.return_filters(merchant=merchant, reason=reason, since=since, search=query)
     with current_app.config["SESSIONS"]() as s:
         counts = dict(s.execute(select(Return.state, func.count()).where(*filters)
                                 .group_by(Return.state)).all())
-        if state:
-            filters.append(Return.state == state)
-        total = s.scalar(select(func.count()).select_from(Return).where(*filters))
-        rows = s.scalars(select(Return).where(*filters).order_by(Return.updated_at.desc(), Return.id.desc())
-                         .limit(PAGE_SIZE).offset((page - 1) * PAGE_SIZE)).all()
+        page = queries.list_returns(s, merchant=merchant, state=state, reason=reason, since=since,
+                                    search=query, after=after, limit=PAGE_SIZE)
     return render_template(
-        "returns.html", rows=rows, counts=counts, states=STATES, total=total, page=page,
-        pages=max((total + PAGE_SIZE - 1) // PAGE_SIZE, 1), merchant=merchant, state=state,
-        query=query, merchants=sorted(current_app.config["MERCHANTS"]))
+        "returns.html", rows=page.rows, counts=counts, states=STATES, merchant=merchant,
+        state=state, query=query, reason=reason, since=since_text, first_page=after is None,
+        next_cursor=page.next_cursor.encode() if page.next_cursor else None,
+        merchants=sorted(current_app.config["MERCHANTS"]))
 
 
 @bp.get("/returns/<merchant>/<loop_return_id>")
@@ -213,3 +222,40 @@ def replay(event_id: int):
         abort(404)
     flash(result.message)
     return redirect(url_for("pages.deliveries", **_delivery_filters(request.form)), code=303)
+
+
+# --- parked returns grouped by cause, and a group's bulk retry ------------------------------------
+@bp.get("/attention")
+def attention():
+    merchant = request.args.get("merchant") or None
+    with current_app.config["SESSIONS"]() as s:
+        groups = queries.attention_groups(s, merchant)
+    return render_template("attention.html", groups=groups, merchant=merchant,
+                           merchants=sorted(current_app.config["MERCHANTS"]))
+
+
+def _group_args(values) -> tuple[str, str, str]:
+    merchant, step, key = (values.get(k, "") for k in ("merchant", "step", "reason_key"))
+    if merchant not in current_app.config["MERCHANTS"] or not step:
+        abort(404)
+    return merchant, step, key
+
+
+@bp.get("/attention/preview")
+def attention_preview():
+    """The dry run: what retrying the group would do to each return. Changes nothing."""
+    return _bulk(*_group_args(request.args), dry_run=True)
+
+
+@bp.post("/attention/retry")
+def attention_retry():
+    return _bulk(*_group_args(request.form), dry_run=False)
+
+
+def _bulk(merchant: str, step: str, key: str, *, dry_run: bool):
+    result = actions.retry_group(_context(), merchant, step, key, dry_run=dry_run, operator=g.operator)
+    if not result.found:
+        flash(f"no returns of {merchant} are parked at {step} for that reason now")
+        return redirect(url_for("pages.attention", merchant=merchant), code=303)
+    return render_template("retry_group.html", result=result, merchant=merchant, step=step,
+                           reason_key=key)

@@ -1,5 +1,6 @@
-"""Operator actions on one return or one stored webhook: retry, re-decide, replay; and the
-backfill's query (returns Loop has that we have no record of).
+"""Operator actions on one return or one stored webhook: retry, re-decide, replay; retry of a
+group of parked returns (with a dry run); and the backfill's query (returns Loop has that we
+have no record of).
 
 Each action returns an ActionResult instead of raising or printing: the CLI prints its message
 (and exits 1 when the target does not exist), the pages flash it (or answer 404). Each names the
@@ -16,6 +17,7 @@ from enum import StrEnum
 
 from sqlalchemy import select
 
+from integration.ops import queries
 from integration.store.db import session_scope
 from integration.store.models import InboxStatus, Return, WebhookEvent
 from integration.store.status import lock_return
@@ -62,12 +64,23 @@ def _logged(action: str, operator: str, result: ActionResult, merchant: str | No
     return result
 
 
-def retry_return(ctx: Context, merchant: str, loop_return_id: str, *, operator: str) -> ActionResult:
-    """Operator retry of a parked return: resume at the step that failed."""
-    return _logged("retry", operator, _retry(ctx, merchant, loop_return_id, operator), merchant)
+def retry_plan(ret: Return) -> tuple[str, str, bool]:
+    """What a retry of a parked return does: the step it sends, the state it resumes from, and
+    whether a Loop call already sent goes again (if Loop still shows the return open)."""
+    step = ret.attention_step or "create_rma"
+    resend = step == "act_in_loop" and ret.loop_call_sent_at is not None
+    return step, BY_NAME[step].resume_from, resend
 
 
-def _retry(ctx: Context, merchant: str, loop_return_id: str, operator: str) -> ActionResult:
+def retry_return(ctx: Context, merchant: str, loop_return_id: str, *, operator: str,
+                 group: tuple[str, str] | None = None) -> ActionResult:
+    """Operator retry of a parked return: resume at the step that failed. With `group` (step,
+    reason key), only while the return is still parked in that group (retry_group)."""
+    return _logged("retry", operator, _retry(ctx, merchant, loop_return_id, operator, group), merchant)
+
+
+def _retry(ctx: Context, merchant: str, loop_return_id: str, operator: str,
+           group: tuple[str, str] | None) -> ActionResult:
     with session_scope(ctx.sessions) as s:
         ret = lock_return(s, merchant, loop_return_id)
         if ret is None:
@@ -75,10 +88,14 @@ def _retry(ctx: Context, merchant: str, loop_return_id: str, operator: str) -> A
         if ret.state != lc.NEEDS_ATTENTION:
             return ActionResult(outcome=Outcome.NOTHING_TO_DO, loop_return_id=loop_return_id,
                                 message=f"return {loop_return_id} is {ret.state}; nothing to retry")
-        step = ret.attention_step or "create_rma"
-        target = BY_NAME[step].resume_from
+        if group is not None and not queries.in_group(ret, *group):
+            return ActionResult(outcome=Outcome.NOTHING_TO_DO, loop_return_id=loop_return_id,
+                                message=f"return {loop_return_id} is now parked at "
+                                        f"{queries.step_label(ret.attention_step)} for another "
+                                        "reason; not retried with this group")
+        step, target, resend = retry_plan(ret)
         lc.transition(ret, target, "retry requested by an operator", _by(operator, ret.attention_reason))
-        if step == "act_in_loop" and ret.loop_call_sent_at is not None:
+        if resend:
             # The operator confirms: if Loop still shows the return open, send the call again.
             ret.loop_call_sent_at = None
             lc.note(ret, "re-send confirmed by an operator",
@@ -88,6 +105,65 @@ def _retry(ctx: Context, merchant: str, loop_return_id: str, operator: str) -> A
         send_step(ctx, s, ret, step)
         return ActionResult(outcome=Outcome.DONE, loop_return_id=loop_return_id, step=step,
                             message=f"return {loop_return_id}: retrying {step}")
+
+
+# --- a group of parked returns at once ----------------------------------------------------------
+BULK_LIMIT = 500  # returns per bulk retry; run it again for the rest
+
+
+@dataclass(frozen=True)
+class BulkItem:
+    loop_return_id: str
+    what: str  # what the retry would do, did, or why the return was skipped: one sentence
+
+
+@dataclass(frozen=True, kw_only=True)
+class BulkResult:
+    dry_run: bool
+    would_retry: list[BulkItem]  # dry run only
+    retried: list[BulkItem]
+    skipped: list[BulkItem]  # no longer parked in the group (retried, finished, parked again)
+    left: int  # parked in the group beyond the limit: not looked at
+
+    @property
+    def found(self) -> int:
+        return len(self.would_retry) + len(self.retried) + len(self.skipped) + self.left
+
+
+def describe_retry(ret: Return) -> str:
+    """What retrying this parked return does, in words (the dry run's line)."""
+    step, target, resend = retry_plan(ret)
+    what = f"resumes {step} (back to {target})"
+    if resend:
+        what += (f"; its {ret.decision} call was sent before: it is sent again if Loop still "
+                 "shows the return open, and not if Loop shows it closed")
+    return what
+
+
+def retry_group(ctx: Context, merchant: str, step: str, reason_key: str, *, dry_run: bool,
+                operator: str, limit: int = BULK_LIMIT) -> BulkResult:
+    """Retry every return of a merchant parked at `step` for reasons with `reason_key`
+    (queries.attention_groups), longest parked first, at most `limit`.
+
+    Each return is retried by retry_return in a transaction of its own, and only if it is still
+    parked in the group then: one retried meanwhile (or parked again for another reason) is
+    skipped, not an error. The dry run changes nothing and says what each retry would do.
+    """
+    with ctx.sessions() as s:
+        members = [(r.loop_return_id, describe_retry(r))
+                   for r in queries.parked_in_group(s, merchant, step, reason_key)]
+    chosen, left = members[:limit], max(len(members) - limit, 0)
+    if dry_run:
+        return BulkResult(dry_run=True, would_retry=[BulkItem(i, w) for i, w in chosen],
+                          retried=[], skipped=[], left=left)
+    retried, skipped = [], []
+    for loop_return_id, what in chosen:
+        result = retry_return(ctx, merchant, loop_return_id, operator=operator, group=(step, reason_key))
+        if result.outcome is Outcome.DONE:
+            retried.append(BulkItem(loop_return_id, what))
+        else:
+            skipped.append(BulkItem(loop_return_id, result.message))
+    return BulkResult(dry_run=False, would_retry=[], retried=retried, skipped=skipped, left=left)
 
 
 # Parked at these steps, a return has not been acted on in Loop: its decision can be re-run.

@@ -79,6 +79,8 @@ class Return(Base):
         UniqueConstraint("merchant", "loop_return_id", name="uq_returns_loop_id"),
         # Receipts name the RA, not the return: found by (merchant, RA) at any number of returns.
         Index("ix_returns_merchant_rma_number", "merchant", "rma_number"),
+        # One merchant's operator list: its order and keyset seek (integration/ops/queries.py).
+        Index("ix_returns_merchant_updated_at_id", "merchant", "updated_at", "id"),
     )
 
     id: Mapped[int] = mapped_column(primary_key=True)
