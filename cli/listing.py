@@ -14,7 +14,7 @@ import click
 from cli.operators import operator_name, operator_option
 from cli.wiring import context, require_database, settings_and_merchants
 from integration.ops import actions, queries
-from integration.ops.queries import BadCursor, Cursor
+from integration.ops.paging import BadCursor, Cursor
 
 
 def _utc_text(value: datetime) -> str:

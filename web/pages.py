@@ -33,6 +33,7 @@ from sqlalchemy import func, select
 from integration.ops import actions, queries
 from integration.ops.actions import ActionResult, Outcome
 from integration.ops.deliveries import PROBLEMS, list_deliveries
+from integration.ops.paging import BadCursor, Cursor
 from integration.store.models import InboxStatus, Return
 from integration.store.status import find_return, return_view
 from integration.workflow import lifecycle as lc
@@ -131,8 +132,8 @@ def returns():
     since_text = request.args.get("since") or ""
     since = _since(since_text)
     try:
-        after = queries.Cursor.decode(request.args["after"]) if request.args.get("after") else None
-    except queries.BadCursor as exc:
+        after = Cursor.decode(request.args["after"]) if request.args.get("after") else None
+    except BadCursor as exc:
         abort(400, description=str(exc))
     filters = queries.return_filters(merchant=merchant, reason=reason, since=since, search=query)
     with current_app.config["SESSIONS"]() as s:

@@ -8,7 +8,6 @@ webhook's body: only ids, statuses and the error text, scrubbed of anything like
 """
 from __future__ import annotations
 
-import base64
 from collections.abc import Collection
 from dataclasses import asdict, dataclass
 from datetime import datetime
@@ -17,6 +16,7 @@ from sqlalchemy import and_, or_, select
 from sqlalchemy.orm import Session
 
 from integration.infra.scrub import scrub_text
+from integration.ops.paging import Cursor
 from integration.store.models import InboxStatus, WebhookEvent
 from integration.workflow.runner import as_utc
 
@@ -49,21 +49,13 @@ class DeliveryPage:
 
 
 def encode_cursor(received_at: datetime, event_id: int) -> str:
-    text = f"{as_utc(received_at).isoformat()}|{event_id}"
-    return base64.urlsafe_b64encode(text.encode()).decode().rstrip("=")
+    return Cursor(received_at, event_id).encode()
 
 
 def decode_cursor(cursor: str) -> tuple[datetime, int]:
-    """(received_at, id) of the row a page ends with; ValueError if `cursor` is not one."""
-    try:
-        text = base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4)).decode()
-        at, event_id = text.split("|")
-        received_at = datetime.fromisoformat(at)
-        if received_at.tzinfo is None:
-            raise ValueError("no time zone")
-        return received_at, int(event_id)
-    except ValueError:  # binascii.Error and UnicodeDecodeError are ValueErrors too
-        raise ValueError(f"malformed cursor {cursor[:40]!r}") from None
+    """(received_at, id) of the row a page ends with; ValueError (BadCursor) if `cursor` is not one."""
+    decoded = Cursor.decode(cursor)
+    return decoded.updated_at, decoded.id
 
 
 def list_deliveries(session: Session, *, merchant: str | None = None,

@@ -9,53 +9,20 @@ order and the cursor's seek, `ix_returns_merchant_updated_at_id` the same for on
 """
 from __future__ import annotations
 
-import base64
-import binascii
 import re
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import datetime
 
 from sqlalchemy import ColumnElement, and_, or_, select
 from sqlalchemy.orm import Session
 
+from integration.ops.paging import Cursor
 from integration.store.models import Return
 from integration.workflow import lifecycle as lc
+from integration.workflow.runner import as_utc
 
 PAGE_SIZE = 50
 MAX_PAGE_SIZE = 500
-
-
-class BadCursor(ValueError):
-    """A cursor that is not one this module wrote (mangled, truncated, from elsewhere)."""
-
-
-def _utc(value: datetime) -> datetime:
-    """SQLite hands datetimes back naive; everything stored is UTC."""
-    return value if value.tzinfo is not None else value.replace(tzinfo=UTC)
-
-
-@dataclass(frozen=True)
-class Cursor:
-    """Where a page ended: the last row's (updated_at, id). Opaque and URL-safe when encoded."""
-
-    updated_at: datetime
-    id: int
-
-    def encode(self) -> str:
-        text = f"{_utc(self.updated_at).isoformat()}|{self.id}"
-        return base64.urlsafe_b64encode(text.encode()).decode().rstrip("=")
-
-    @classmethod
-    def decode(cls, token: str) -> Cursor:
-        try:
-            raw = base64.urlsafe_b64decode(token + "=" * (-len(token) % 4)).decode()
-            at, _, ident = raw.partition("|")
-            cursor = cls(_utc(datetime.fromisoformat(at)), int(ident))
-        except (binascii.Error, UnicodeDecodeError, ValueError):
-            raise BadCursor(f"not a cursor this list gave out: {token[:40]!r}") from None
-        if cursor.id < 1:
-            raise BadCursor(f"not a cursor this list gave out: {token[:40]!r}")
-        return cursor
 
 
 @dataclass(frozen=True)
@@ -110,7 +77,7 @@ def list_returns(session: Session, *, merchant: str | None = None, state: str | 
     if len(rows) <= limit:
         return Page(rows, None)
     last = rows[limit - 1]
-    return Page(rows[:limit], Cursor(_utc(last.updated_at), last.id))
+    return Page(rows[:limit], Cursor(as_utc(last.updated_at), last.id))
 
 
 # --- parked returns, grouped by cause ---------------------------------------------------------
@@ -170,7 +137,7 @@ def attention_groups(session: Session, merchant: str | None = None) -> list[Grou
         if key in seen:
             seen[key][0] += 1
         else:
-            seen[key] = [1, reason or "", _utc(updated_at)]
+            seen[key] = [1, reason or "", as_utc(updated_at)]
     groups = [Group(*key, count=count, example_reason=example, oldest=oldest)
               for key, (count, example, oldest) in seen.items()]
     return sorted(groups, key=lambda g: (-g.count, g.oldest, g.merchant, g.step))

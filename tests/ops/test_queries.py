@@ -7,9 +7,9 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 
+from integration.ops.paging import BadCursor
 from integration.ops.queries import (
     NO_STEP,
-    BadCursor,
     Cursor,
     attention_groups,
     list_returns,
