@@ -188,7 +188,7 @@ def load_all(session: Session, keys: MultiFernet | None, include_disabled: bool 
 
 def stored_names(session: Session) -> dict[str, bool]:
     """Every stored merchant's name, and whether it is enabled."""
-    return dict(session.execute(select(StoredMerchant.name, StoredMerchant.enabled)).tuples().all())
+    return {name: enabled for name, enabled in session.execute(select(StoredMerchant.name, StoredMerchant.enabled))}
 
 
 def show(session: Session, name: str, keys: MultiFernet | None) -> dict:
