@@ -188,7 +188,8 @@ def load_all(session: Session, keys: MultiFernet | None, include_disabled: bool 
 
 def stored_names(session: Session) -> dict[str, bool]:
     """Every stored merchant's name, and whether it is enabled."""
-    return {name: enabled for name, enabled in session.execute(select(StoredMerchant.name, StoredMerchant.enabled))}
+    rows = session.execute(select(StoredMerchant.name, StoredMerchant.enabled))
+    return {row.name: row.enabled for row in rows}
 
 
 def show(session: Session, name: str, keys: MultiFernet | None) -> dict:

@@ -118,7 +118,7 @@ def test_import_validates_every_entry_first_and_names_the_key(sessions, keys):
 def test_update_validates_by_the_schema(sessions, keys):
     with sessions() as s:
         store.save(s, config(), keys)
-        with pytest.raises(ConfigError, match="criteria.expiry_days"):
+        with pytest.raises(ConfigError, match=r"criteria\.expiry_days"):
             store.update(s, "acme", {"criteria.expiry_days": "soon"}, keys)
         assert store.update(s, "acme", {"criteria.expiry_days": 7}, keys) == "updated"
         assert store.load_all(s, keys)["acme"].criteria.expiry_days == 7
