@@ -179,8 +179,9 @@ def load_all(session: Session, keys: MultiFernet | None, include_disabled: bool 
         query = query.where(StoredMerchant.enabled.is_(True))
     merchants: dict[str, Merchant] = {}
     for row in session.scalars(query):
+        full = _full_config(row, keys)  # its errors name MERCHANT_KEYS
         try:
-            merchants.update(parse_merchants([_full_config(row, keys)]))
+            merchants.update(parse_merchants([full]))
         except ConfigError as exc:
             raise ConfigError(f"stored merchant {row.name}: {str(exc).partition(': ')[2]}") from None
     return merchants

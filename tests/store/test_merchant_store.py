@@ -176,3 +176,12 @@ def test_refreshing_picks_up_a_change_without_a_restart(sessions, database_url, 
         store.disable(s, "acme")
     now[0] = 18.0
     assert live.get() == {}
+
+
+def test_stored_rows_without_merchant_keys_stop_the_process_naming_the_variable(sessions, database_url, keys,
+                                                                               monkeypatch):
+    monkeypatch.delenv("MERCHANT_KEYS", raising=False)
+    with sessions() as s:
+        store.save(s, config(), keys)
+    with pytest.raises(ConfigError, match="MERCHANT_KEYS is not set"):
+        store.in_effect(database_url)
