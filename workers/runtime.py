@@ -30,11 +30,6 @@ def merchants() -> dict[str, Merchant]:
     return _merchants().get()
 
 
-def forget_merchants() -> None:
-    """Read the merchants afresh on the next call (a test that changed the environment)."""
-    _merchants.cache_clear()
-
-
 @lru_cache(maxsize=1)
 def sessions():
     url = settings().database_url
