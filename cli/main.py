@@ -20,6 +20,7 @@ from sqlalchemy import select
 from cli.doctor import run_checks
 from cli.events import events
 from cli.listing import attention, retry_group, returns_group
+from cli.merchants import merchants_group
 from cli.operators import operator_name, operator_option
 from cli.status import describe
 from cli.wiring import (
@@ -30,10 +31,10 @@ from cli.wiring import (
     require_database,
     settings_and_merchants,
 )
-from integration.merchants import configured_from_environment, load_merchants
+from integration.merchants import load_merchants
 from integration.ops import actions
 from integration.ops.actions import ActionResult, Outcome
-from integration.production import RefusedToStart, merchant_problems, refuse_to_run_wrong
+from integration.production import RefusedToStart, refuse_to_run_wrong
 from integration.settings import load_settings
 from integration.store.models import Return
 from integration.store.schema import migrate
@@ -169,28 +170,7 @@ def backfill(since: datetime, merchant: str | None) -> None:
         click.echo(f"{name}: {len(missing)} returns created; their RMAs follow on the workers")
 
 
-@main.command("merchants")
-def list_merchants() -> None:
-    """List the merchants and validate their configuration (exit 1 if it is invalid)."""
-    settings, merchants = settings_and_merchants()
-    problems = 0
-    for m in merchants.values():
-        c = m.criteria
-        click.echo(f"{m.name}")
-        click.echo(f"  Loop   {m.loop_base_url} (API {m.loop_api_version}), "
-                   f"{len(m.webhook_secrets)} webhook secret(s)")
-        click.echo(f"  RLM    {m.rlm_base_url} company {m.rlm_company}, division {m.division_number}, "
-                   f"returns warehouse {m.warehouse_number}, auto-transmit {'on' if m.rlm_auto_transmit else 'off'}")
-        click.echo(f"  rules  accept {'/'.join(c.accepted_conditions)}; missing units after "
-                   f"{c.partial_grace_s / 3600:g} h: {c.on_missing}; value threshold "
-                   f"{c.value_threshold if c.value_threshold is not None else 'none'}; expiry "
-                   f"{c.expiry_days:g} days: {c.on_expiry}")
-        unfit = merchant_problems(m, configured_from_environment()) if settings.production else []
-        for problem in unfit:
-            problems += 1
-            click.echo(f"  FAIL   {problem}")
-    if problems:
-        sys.exit(1)
+main.add_command(merchants_group)  # `merchants` lists; its subcommands keep merchants as data
 
 
 @main.command()

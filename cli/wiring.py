@@ -18,8 +18,9 @@ from sqlalchemy.exc import ArgumentError, SQLAlchemyError
 
 from integration.infra import redis_pool
 from integration.infra.embedded_redis import ensure_redis_url
-from integration.merchants import ConfigError, Merchant, load_merchants
+from integration.merchants import ConfigError, Merchant
 from integration.settings import Settings, load_settings
+from integration.store import merchant_store
 from integration.store.db import get_engine, session_factory
 from integration.store.models import Return
 from integration.workflow.context import Context
@@ -43,8 +44,12 @@ def redact(url: str) -> str:
 
 
 def settings_and_merchants() -> tuple[Settings, dict[str, Merchant]]:
+    """The settings and the merchants in effect: the merchants table's, else TOML or the
+    environment (integration/store/merchant_store.py)."""
+    settings = load_settings()
     try:
-        return load_settings(), load_merchants()
+        with database_errors(settings.database_url):
+            return settings, merchant_store.in_effect(settings.database_url)
     except ConfigError as exc:
         raise click.ClickException(f"merchant configuration: {exc}") from None
 

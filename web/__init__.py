@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import os
 
-from flask import Flask
+from flask import Flask, current_app
 
 from integration.infra import logs, redis_pool, redis_tls
 from integration.production import refuse_to_run_wrong
@@ -37,6 +37,8 @@ def create_app(test_config: dict | None = None) -> Flask:
     )
     app.config.update(given)
     app.config.setdefault("MERCHANTS", given.get("MERCHANTS") or runtime.merchants())
+    if not given.get("MERCHANTS"):
+        app.before_request(_current_merchants)  # a changed merchants table, without a restart
     init_error_reporting("web", settings, app.config["MERCHANTS"])  # only with SENTRY_DSN
     if "SESSIONS" not in given:
         app.config["SESSIONS"] = runtime.sessions()
@@ -63,6 +65,12 @@ def create_app(test_config: dict | None = None) -> Flask:
 
         app.register_blueprint(baseline_bp)
     return app
+
+
+def _current_merchants() -> None:
+    """Each request sees the merchants in effect (re-read when the table changed, at most every
+    MERCHANTS_REFRESH_S): a disabled merchant's webhooks get 404 within that time."""
+    current_app.config["MERCHANTS"] = runtime.merchants()
 
 
 def _celery_publish_events(event_ids: list[int]) -> None:

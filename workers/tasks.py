@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import logging
 import random
+from dataclasses import replace
 
 import redis
 from sqlalchemy.exc import OperationalError
@@ -42,9 +43,12 @@ _context: Context | None = None
 
 def context() -> Context:
     global _context
+    merchants = runtime.merchants()
     if _context is None:
-        _context = Context.for_service(runtime.settings(), runtime.merchants(), runtime.sessions(),
+        _context = Context.for_service(runtime.settings(), merchants, runtime.sessions(),
                                        lambda task, args: app.send_task(task, args=args), _redis())
+    elif _context.merchants is not merchants:  # the merchants table changed: no restart needed
+        _context = replace(_context, merchants=merchants, _loop={}, _rlm={})
     return _context
 
 

@@ -182,6 +182,23 @@ class FeedCursor(Base):
     updated_at: Mapped[datetime] = mapped_column(default=utcnow, onupdate=utcnow)
 
 
+class StoredMerchant(Base):
+    """A merchant kept as data (integration/store/merchant_store.py): the TOML entry without its
+    secrets as JSON, the secrets (Loop API key, RLM key, webhook secrets) as one Fernet token.
+    `version` goes up on every change, so processes see a change without reading every row."""
+
+    __tablename__ = "merchants"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    name: Mapped[str] = mapped_column(String(64), unique=True)
+    enabled: Mapped[bool] = mapped_column(default=True)
+    config: Mapped[dict] = mapped_column(JSON)
+    secrets: Mapped[str] = mapped_column(Text)
+    version: Mapped[int] = mapped_column(Integer, default=1)
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+    updated_at: Mapped[datetime] = mapped_column(default=utcnow, onupdate=utcnow)
+
+
 def receipts_for(session, merchant: str, ra_number: int | None) -> list[Receipt]:
     """The receipts posted against one RA, in the order RLM numbered them."""
     if ra_number is None:
@@ -227,6 +244,7 @@ __all__ = [
     "InboxStatus",
     "Receipt",
     "Return",
+    "StoredMerchant",
     "TimelineEntry",
     "WebhookEvent",
     "create_all",
