@@ -55,10 +55,13 @@ def db_per_web_process(f: Formation) -> int:
 
 DB_WORKER_POOL_PROCESS = 1  # one task at a time, one session at a time
 DB_ONE_OFF = 1  # the release phase (alembic upgrade head), doctor, a CLI command
+DB_AT_START = 1  # worker main processes, beat, Flower: the merchants in effect, read once at start
 
 
 def db_connections(f: Formation) -> int:
-    """The formation's processes (worker main processes, beat and Flower open none)."""
+    """The formation's processes at their most (worker main processes, beat and Flower hold a
+    connection only for a moment at start)."""
     workers = f.worker_dynos + f.loopworker_dynos
     return (f.web_dynos * f.web_concurrency * db_per_web_process(f)
-            + workers * f.celery_concurrency * DB_WORKER_POOL_PROCESS)
+            + workers * f.celery_concurrency * DB_WORKER_POOL_PROCESS
+            + (workers + f.beat + f.flower) * DB_AT_START)

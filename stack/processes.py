@@ -305,9 +305,8 @@ class Stack:
 
     def _stop_database(self) -> None:
         url = self.env.get("DATABASE_URL")
-        engine = db._engines.pop(url, None) if url else None  # this process's pool (migrations, checks)
-        if engine is not None:
-            engine.dispose()
+        if url:
+            db.dispose_engines(url)  # this process's pool (migrations, checks)
         if self.postgres is not None:
             cluster, self.postgres = self.postgres, None
             logs = self.workdir / "logs"

@@ -44,9 +44,7 @@ class PostgresCluster(_Cluster):
         test. If a test left other tables behind, the schema is recreated instead.
         """
         url = self.url(TEST_DATABASE)
-        engine = db._engines.pop(url, None)  # the app caches an engine per URL: close its pool
-        if engine is not None:
-            engine.dispose()
+        db.dispose_engines(url)  # the app caches an engine per URL: close its pool
         with self._tests.connect() as conn:
             # A connection a test left open could hold locks that block the DELETEs.
             conn.execute(text("SELECT pg_terminate_backend(pid) FROM pg_stat_activity "

@@ -17,19 +17,43 @@ from pathlib import Path
 from sqlalchemy import create_engine, event
 from sqlalchemy.engine import Engine
 from sqlalchemy.orm import Session, sessionmaker
+from sqlalchemy.pool import NullPool
 
 from integration.infra.redis_pool import process_role
 from integration.settings import env_float, env_int
 
-_engines: dict[str, Engine] = {}
+_engines: dict[tuple[str, bool], Engine] = {}
 
 
 def get_engine(url: str) -> Engine:
-    engine = _engines.get(url)
+    """The process's pooled engine for `url` (made at first use)."""
+    return _engine(url, transient=False)
+
+
+def reading_engine(url: str) -> Engine:
+    """For an occasional read (the merchants in effect): the process's pooled engine if it has
+    one, else, on a server database, one that closes each connection when it is returned. A
+    worker's main process, beat and Flower read the merchants at start and run no other query:
+    they keep no connection of the plan's afterwards (docs/operations.md, *Connection budget*)."""
+    if url.startswith("sqlite") or (url, False) in _engines:
+        return get_engine(url)
+    return _engine(url, transient=True)
+
+
+def _engine(url: str, transient: bool) -> Engine:
+    engine = _engines.get((url, transient))
     if engine is None:
-        engine = _make_engine(url)
-        _engines[url] = engine
+        engine = _make_engine(url, transient)
+        _engines[(url, transient)] = engine
     return engine
+
+
+def dispose_engines(url: str) -> None:
+    """Close and forget this process's engines for `url` (its pool's connections)."""
+    for transient in (False, True):
+        engine = _engines.pop((url, transient), None)
+        if engine is not None:
+            engine.dispose()
 
 
 def pool_options() -> dict[str, int | float]:
@@ -39,9 +63,10 @@ def pool_options() -> dict[str, int | float]:
             "pool_timeout": env_float("DB_POOL_TIMEOUT_S", 30.0)}
 
 
-def _make_engine(url: str) -> Engine:
+def _make_engine(url: str, transient: bool = False) -> Engine:
     if not url.startswith("sqlite"):
-        engine = create_engine(url, pool_pre_ping=True, future=True, **pool_options())
+        pooling: dict = {"poolclass": NullPool} if transient else pool_options()
+        engine = create_engine(url, pool_pre_ping=True, future=True, **pooling)
         if url.startswith("postgresql"):
             @event.listens_for(engine, "do_connect")
             def _name(dialect, conn_rec, cargs, cparams):

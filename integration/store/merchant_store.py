@@ -36,7 +36,7 @@ from integration.merchants import (
     load_merchants,
     parse_merchants,
 )
-from integration.store.db import get_engine, session_factory
+from integration.store.db import reading_engine
 from integration.store.models import StoredMerchant
 
 log = logging.getLogger(__name__)
@@ -231,7 +231,7 @@ def table_exists(database_url: str) -> bool:
     if url.get_backend_name() == "sqlite" and url.database not in (None, "", ":memory:"):
         if not Path(url.database).exists():
             return False
-    with get_engine(database_url).connect() as conn:
+    with reading_engine(database_url).connect() as conn:
         return inspect(conn).has_table(StoredMerchant.__tablename__)
 
 
@@ -239,7 +239,7 @@ def signature(database_url: str) -> tuple[int, int]:
     """(rows, sum of versions): changes whenever a merchant is added, changed, enabled or disabled."""
     if not table_exists(database_url):
         return (0, 0)
-    with get_engine(database_url).connect() as conn:
+    with reading_engine(database_url).connect() as conn:
         count, total = conn.execute(select(func.count(), func.coalesce(func.sum(StoredMerchant.version), 0))
                                     .select_from(StoredMerchant)).one()
     return (int(count), int(total))
@@ -250,7 +250,9 @@ def in_effect(database_url: str, keys: MultiFernet | None = None) -> dict[str, M
     if signature(database_url)[0] == 0:
         return load_merchants()
     keys = keys or keys_from_env()
-    with session_factory(database_url)() as session:
+    # Read without keeping a pooled connection: beat and a worker's main process read merchants
+    # but run no query otherwise (docs/operations.md, *Connection budget*).
+    with Session(reading_engine(database_url)) as session:
         names = stored_names(session)
         stored = load_all(session, keys)
     from_file = {} if configured_from_environment() else load_merchants()
