@@ -80,10 +80,11 @@ def shadow_returns(session: Session, merchant: str | None = None,
         query = query.where(Return.shadow_decided_at >= since)
     rows = []
     for r in session.scalars(query.order_by(Return.shadow_decided_at, Return.id)):
-        detail = r.decision_detail or {}
+        detail, decided_at = r.decision_detail or {}, as_utc(r.shadow_decided_at)
+        assert decided_at is not None  # selected for it
         rows.append(ShadowReturn(
             merchant=r.merchant, loop_return_id=r.loop_return_id, rma_number=r.rma_number,
-            decided_at=as_utc(r.shadow_decided_at), would=r.decision or detail.get("action") or "",
+            decided_at=decided_at, would=r.decision or detail.get("action") or "",
             rules=list(detail.get("rules") or []),
             reasons=[d.get("text", "") for d in detail.get("discrepancies") or []],
             summary=detail.get("summary") or "", note=r.loop_note, person_action=r.person_action,
