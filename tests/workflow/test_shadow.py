@@ -206,3 +206,38 @@ def test_a_live_merchant_is_unchanged(harness_for):
     assert loop_calls(h, loop_id) == {"process": 1}
     ret = h.ret(rid)
     assert ret.state == lc.LOOP_ACTIONED and ret.shadow_decided_at is None
+
+
+def test_switching_a_stored_merchant_to_live_takes_effect_without_a_restart(harness_for, sandboxes,
+                                                                            database_url, monkeypatch):
+    """The merchants table changed by `merchants update`, re-read within MERCHANTS_REFRESH_S, as a
+    worker does (workers/tasks.context): no restart, and the shadow decision stays one."""
+    from cryptography.fernet import Fernet, MultiFernet
+
+    from integration.merchants import demo_merchant_config
+    from integration.store import merchant_store
+
+    for name in ("MERCHANTS_FILE", "MERCHANTS_TOML"):
+        monkeypatch.delenv(name, raising=False)
+    keys = MultiFernet([Fernet(Fernet.generate_key())])
+    h = harness_for()
+    config = {**demo_merchant_config(), "loop_base_url": sandboxes["loop"].url,
+              "rlm_base_url": sandboxes["rlm"].url, "mode": "shadow"}
+    with h.ctx.sessions() as s:
+        merchant_store.save(s, config, keys)
+    clock = [0.0]
+    merchants = merchant_store.Refreshing(lambda: merchant_store.signature(database_url),
+                                          lambda: merchant_store.in_effect(database_url, keys),
+                                          refresh_s=5, clock=lambda: clock[0])
+    h.ctx = replace(h.ctx, merchants=merchants.get())
+    assert h.merchant.mode == "shadow"
+    shadowed, shadow_rid, _ = received(h)
+    assert h.ret(shadow_rid).state == lc.SHADOW_DECIDED
+    with h.ctx.sessions() as s:
+        assert merchant_store.update(s, "demo", {"mode": "live"}, keys) == "updated"
+    clock[0] = 6.0
+    h.ctx = replace(h.ctx, merchants=merchants.get(), _loop={}, _rlm={})
+    assert h.merchant.mode == "live"
+    live, live_rid, _ = received(h)
+    assert loop_calls(h, live) == {"process": 1} and loop_calls(h, shadowed) == {}
+    assert h.ret(shadow_rid).state == lc.SHADOW_DECIDED
