@@ -241,3 +241,24 @@ def test_switching_a_stored_merchant_to_live_takes_effect_without_a_restart(harn
     live, live_rid, _ = received(h)
     assert loop_calls(h, live) == {"process": 1} and loop_calls(h, shadowed) == {}
     assert h.ret(shadow_rid).state == lc.SHADOW_DECIDED
+
+
+def test_the_persons_action_arrives_as_a_webhook_through_the_receiver(harness_for, post_webhook, enqueued):
+    """Loop's `return.updated` after a person flagged: stored by the receiver, handled by the
+    worker's handle_event, which re-reads Loop (a shadow-decided return's course depends on it)."""
+    from integration.workflow import events
+
+    h = harness_for({"mode": "shadow"})
+    loop_id, rid, ra = received(h)
+    requests.post(f"{h.loop_url}/_sim/returns/{loop_id}/state", json={"state": "review"},
+                  timeout=5).raise_for_status()
+    answer = post_webhook({"topic": "return", "trigger": "return.updated", "id": loop_id,
+                           "state": "review", "created_at": "2026-11-01T10:00:00Z"})
+    assert answer.status_code == 202
+    events.handle_event(h.ctx, enqueued.pop())
+    h.drain()
+    ret = h.ret(rid)
+    assert ret.state == lc.COMPLETE and ret.person_action == "review"
+    assert ("flagged by a person in Loop",
+            "shadow mode: disagreed (we would process); the RMA will be closed") in timeline(h, rid)
+    assert h.rlm_ra(ra)["close_reason"] == "MANUAL" and loop_calls(h, loop_id) == {}
