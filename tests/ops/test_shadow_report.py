@@ -13,8 +13,8 @@ from cryptography.fernet import Fernet
 from integration.ops.shadow import ShadowReturn, agreement_report, shadow_returns
 from integration.store.models import Return
 from integration.workflow import lifecycle as lc
-from tests.ops.test_pages_operators import ALICE
 from tests.ops.test_pages import TOKEN, basic
+from tests.ops.test_pages_operators import ALICE
 from tests.store.test_merchant_store import toml
 
 DAY1, DAY2 = datetime(2026, 11, 1, 12, tzinfo=UTC), datetime(2026, 11, 20, 12, tzinfo=UTC)

@@ -96,7 +96,7 @@ def test_a_person_processing_in_loop_agrees_and_the_rma_is_closed_manual(harness
 
 def test_a_person_flagging_what_we_would_process_disagrees(harness_for, sessions):
     h = harness_for({"mode": "shadow"})
-    loop_id, rid, ra = received(h)
+    loop_id, rid, _ra = received(h)
     person_sets(h, loop_id, "review")
     ret = h.ret(rid)
     assert ret.state == lc.COMPLETE and ret.person_action == "review"
@@ -125,7 +125,7 @@ def test_a_person_processing_what_we_would_flag_disagrees_and_the_report_names_o
 
 def test_a_person_cancelling_after_the_decision_is_recorded_and_parked_for_review(harness_for):
     h = harness_for({"mode": "shadow"})
-    loop_id, rid, ra = received(h)
+    loop_id, rid, _ra = received(h)
     person_sets(h, loop_id, "cancelled")
     ret = h.ret(rid)
     assert ret.state == lc.NEEDS_ATTENTION and ret.person_action == "cancelled"
@@ -135,7 +135,7 @@ def test_a_person_cancelling_after_the_decision_is_recorded_and_parked_for_revie
 
 def test_a_processing_failure_of_the_persons_call_never_parks_at_the_loop_step(harness_for):
     h = harness_for({"mode": "shadow"})
-    loop_id, rid, ra = received(h)
+    loop_id, rid, _ra = received(h)
     from integration.workflow.events import _processing_failed
 
     _processing_failed(h.ctx, h.merchant, {"loop_return_id": loop_id, "message": "card declined",
@@ -202,7 +202,7 @@ def test_a_return_decided_live_but_not_yet_sent_is_not_sent_after_a_switch_to_sh
 def test_a_live_merchant_is_unchanged(harness_for):
     h = harness_for()
     assert h.merchant.mode == "live"
-    loop_id, rid, ra = received(h)
+    loop_id, rid, _ra = received(h)
     assert loop_calls(h, loop_id) == {"process": 1}
     ret = h.ret(rid)
     assert ret.state == lc.LOOP_ACTIONED and ret.shadow_decided_at is None
@@ -238,7 +238,7 @@ def test_switching_a_stored_merchant_to_live_takes_effect_without_a_restart(harn
     clock[0] = 6.0
     h.ctx = replace(h.ctx, merchants=merchants.get(), _loop={}, _rlm={})
     assert h.merchant.mode == "live"
-    live, live_rid, _ = received(h)
+    live, _live_rid, _ = received(h)
     assert loop_calls(h, live) == {"process": 1} and loop_calls(h, shadowed) == {}
     assert h.ret(shadow_rid).state == lc.SHADOW_DECIDED
 
