@@ -262,3 +262,17 @@ def test_the_persons_action_arrives_as_a_webhook_through_the_receiver(harness_fo
     assert ("flagged by a person in Loop",
             "shadow mode: disagreed (we would process); the RMA will be closed") in timeline(h, rid)
     assert h.rlm_ra(ra)["close_reason"] == "MANUAL" and loop_calls(h, loop_id) == {}
+
+
+def test_the_loop_returns_pull_finds_a_persons_action_whose_webhook_never_came(harness_for):
+    from integration.workflow.reconcile import reconcile_loop
+
+    h = harness_for({"mode": "shadow"})
+    loop_id, rid, ra = received(h)
+    requests.post(f"{h.loop_url}/_sim/returns/{loop_id}/state", json={"state": "closed"},
+                  timeout=5).raise_for_status()
+    assert reconcile_loop(h.ctx, "demo") >= 1
+    h.drain()
+    ret = h.ret(rid)
+    assert ret.state == lc.COMPLETE and ret.person_action == "closed"
+    assert h.rlm_ra(ra)["close_reason"] == "MANUAL" and loop_calls(h, loop_id) == {}
