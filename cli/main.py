@@ -2,7 +2,7 @@
 
 The database: init-db. One return: status, retry, redecide, replay (each manual action records
 the operator: --operator, cli/operators.py). Webhook deliveries: events list. The service:
-backfill, merchants, doctor. Commands read the same environment as the service, talk to the database
+backfill, merchants, doctor, shadow report. Commands read the same environment as the service, talk to the database
 directly, and publish tasks by name on the broker (never importing the workers). The local
 stack's `demo` and `up` are listed too, but stack/ is imported only when one of them runs.
 """
@@ -22,6 +22,7 @@ from cli.events import events
 from cli.listing import attention, retry_group, returns_group
 from cli.merchants import merchants_group
 from cli.operators import operator_name, operator_option
+from cli.shadow import shadow_group
 from cli.status import describe
 from cli.wiring import (
     context,
@@ -171,6 +172,7 @@ def backfill(since: datetime, merchant: str | None) -> None:
 
 
 main.add_command(merchants_group)  # `merchants` lists; its subcommands keep merchants as data
+main.add_command(shadow_group)  # `shadow report`: shadow mode's decisions against people's
 
 
 @main.command()

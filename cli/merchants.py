@@ -17,7 +17,7 @@ from cryptography.fernet import MultiFernet
 from sqlalchemy.orm import Session
 
 from cli.wiring import database_errors, require_database, settings_and_merchants
-from integration.merchants import ConfigError, configured_from_environment
+from integration.merchants import SHADOW, ConfigError, configured_from_environment
 from integration.production import merchant_problems
 from integration.settings import load_settings
 from integration.store import merchant_store
@@ -51,6 +51,8 @@ def list_merchants() -> None:
                    f"{c.partial_grace_s / 3600:g} h: {c.on_missing}; value threshold "
                    f"{c.value_threshold if c.value_threshold is not None else 'none'}; expiry "
                    f"{c.expiry_days:g} days: {c.on_expiry}")
+        if m.mode == SHADOW:
+            click.echo("  mode   shadow: decisions recorded, nothing sent to Loop")
         unfit = merchant_problems(m, configured_from_environment()) if settings.production else []
         for problem in unfit:
             problems += 1

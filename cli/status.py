@@ -14,6 +14,7 @@ def describe(view: dict) -> str:
         ("rules fired", ", ".join(decision.get("rules_fired") or []) or "-"),
         ("reasons", "; ".join(decision.get("reasons") or []) or "-"),
         ("Loop note", decision.get("loop_note") or "-"),
+        *([("shadow", _shadow(view["shadow"]))] if view.get("shadow") else []),
         ("attention", view["attention_reason"] or "-"),
         ("waiting", _waiting(view.get("waiting"))),
         ("RMA lines", ", ".join(f"{line.get('qty_authorized')} x {label(line)}"
@@ -28,6 +29,11 @@ def describe(view: dict) -> str:
         detail = f"  ({t['detail']})" if t["detail"] else ""
         out.append(f"  {t['at'][:19]}  {move:<34} {t['cause']}{detail}")
     return "\n".join(out)
+
+
+def _shadow(shadow: dict) -> str:
+    person = shadow["person_action"] or "no person has acted in Loop yet"
+    return f"decided in shadow mode (not sent to Loop); person in Loop: {person}"
 
 
 def _waiting(waiting: dict | None) -> str:

@@ -19,6 +19,10 @@ from marshmallow import RAISE, Schema, ValidationError, fields, post_load, valid
 from integration.settings import SettingError, env_float, env_int
 
 CONDITIONS = ("GOOD", "DAMAGED", "DEFECTIVE", "WRONG_ITEM", "MISSING_TAGS")
+# live: decisions are sent to Loop. shadow: everything runs but nothing is sent to Loop; each
+# decision is recorded and compared with what a person then does (integration/workflow/shadow.py).
+LIVE, SHADOW = "live", "shadow"
+MODES = (LIVE, SHADOW)
 DEFAULT_REASON_CODES = {
     "too small": "TOO_SMALL",
     "too large": "TOO_LARGE",
@@ -68,6 +72,7 @@ class Merchant:
     reason_codes: dict[str, str]
     sku_pattern: str
     criteria: Criteria
+    mode: str = LIVE
 
     def reason_code_for(self, reason: str | None) -> str:
         return self.reason_codes.get((reason or "").strip().lower(), "OTHER")
@@ -128,6 +133,7 @@ class MerchantSchema(Schema):
     reason_codes = fields.Dict(keys=fields.String(), values=fields.String(), load_default=dict)
     sku_pattern = fields.String(load_default="{style}-{color}-{size}")
     criteria = fields.Nested(CriteriaSchema, load_default=lambda: Criteria())
+    mode = fields.String(load_default=LIVE, validate=validate.OneOf(MODES))
 
     @post_load
     def build(self, data, **_):

@@ -1,6 +1,6 @@
 """Operator pages under /ops: the returns list, one page per return with retry and re-decide,
-the parked returns grouped by cause with a bulk retry (previewed first), and failed and invalid
-webhook deliveries with replay.
+the parked returns grouped by cause with a bulk retry (previewed first), failed and invalid
+webhook deliveries with replay, and the shadow mode agreement report.
 
 Server-rendered, no JavaScript. Same credentials as the API: ADMIN_TOKEN (acting as "admin") or
 an operator's own token (OPERATOR_TOKENS, acting under its name), given as the password of HTTP
@@ -30,7 +30,7 @@ from flask import (
 )
 from sqlalchemy import func, select
 
-from integration.ops import actions, queries
+from integration.ops import actions, queries, shadow
 from integration.ops.actions import ActionResult, Outcome
 from integration.ops.deliveries import PROBLEMS, list_deliveries
 from integration.ops.paging import BadCursor, Cursor
@@ -45,7 +45,7 @@ from .operators import operator_for
 bp = Blueprint("pages", __name__, url_prefix="/ops")
 PAGE_SIZE = 50
 STATES = [lc.RECEIVED, lc.RMA_CREATED, lc.TRANSMITTED, lc.PARTIALLY_RECEIVED, lc.FULLY_RECEIVED,
-          lc.DECIDED, lc.LOOP_ACTIONED, lc.RMA_CLOSED, lc.COMPLETE, lc.CANCELLING, lc.CANCELLED,
+          lc.DECIDED, lc.SHADOW_DECIDED, lc.LOOP_ACTIONED, lc.RMA_CLOSED, lc.COMPLETE, lc.CANCELLING, lc.CANCELLED,
           lc.NEEDS_ATTENTION]
 
 
@@ -260,3 +260,14 @@ def _bulk(merchant: str, step: str, key: str, *, dry_run: bool):
         return redirect(url_for("pages.attention", merchant=merchant), code=303)
     return render_template("retry_group.html", result=result, merchant=merchant, step=step,
                            reason_key=key)
+
+
+# --- shadow mode: how our decisions compare with what people did in Loop ---------------------------
+@bp.get("/shadow")
+def shadow_report():
+    merchant = request.args.get("merchant") or None
+    since_text = request.args.get("since") or ""
+    with current_app.config["SESSIONS"]() as s:
+        rows = shadow.shadow_returns(s, merchant=merchant, since=_since(since_text))
+    return render_template("shadow.html", reports=shadow.agreement_report(rows), merchant=merchant,
+                           since=since_text, merchants=sorted(current_app.config["MERCHANTS"]))

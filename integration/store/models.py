@@ -81,6 +81,8 @@ class Return(Base):
         Index("ix_returns_merchant_rma_number", "merchant", "rma_number"),
         # One merchant's operator list: its order and keyset seek (integration/ops/queries.py).
         Index("ix_returns_merchant_updated_at_id", "merchant", "updated_at", "id"),
+        # The shadow agreement report: one merchant's shadow decisions since a day.
+        Index("ix_returns_merchant_shadow_decided_at", "merchant", "shadow_decided_at"),
     )
 
     id: Mapped[int] = mapped_column(primary_key=True)
@@ -114,6 +116,12 @@ class Return(Base):
     # Set just before the Loop action's request leaves: from then on it may have reached Loop.
     loop_call_sent_at: Mapped[datetime | None]
     loop_actioned_at: Mapped[datetime | None]
+    # Shadow mode (workflow/shadow.py): when the decision was recorded instead of sent to Loop
+    # (set once, never cleared: such a return is never acted on in Loop by us), and what a person
+    # then did in Loop (the Loop state they left it in: closed, review, cancelled, expired).
+    shadow_decided_at: Mapped[datetime | None]
+    person_action: Mapped[str | None] = mapped_column(String(16))
+    person_acted_at: Mapped[datetime | None]
     # The explicit schedule (lifecycle.Wait): what the return waits for in its state, when the
     # sweeper looks again (indexed: it selects due rows), and the end of a wait for Loop (past
     # it the return is parked). NULL only when terminal. Never inferred from updated_at.

@@ -36,6 +36,7 @@ _WAITS = {
     "loop_outcome": lambda r: (f"Loop to show the outcome of our call (next look {_at(r.next_attempt_at)}; "
                                f"parked for a person if nothing by {_at(r.wait_deadline)})"),
     "person": lambda r: "a person (needs attention)",
+    "person_in_loop": lambda r: "a person to act in Loop (shadow mode: our decision was not sent)",
 }
 
 
@@ -66,6 +67,9 @@ def return_view(ret: Return) -> dict:
             "summary": detail.get("summary"),
             "loop_note": ret.loop_note,
         } if ret.decision else None,
+        "shadow": {"decided_at": _iso(ret.shadow_decided_at), "would": ret.decision,
+                   "person_action": ret.person_action, "person_acted_at": _iso(ret.person_acted_at),
+                   } if ret.shadow_decided_at else None,
         "attention_reason": ret.attention_reason,
         "waiting": {"for": ret.waiting_for, "next_attempt_at": _iso(ret.next_attempt_at),
                     "until": _iso(ret.wait_deadline), "text": waiting_text(ret)} if ret.waiting_for else None,

@@ -70,7 +70,7 @@ def _return_event(ctx: Context, merchant: Merchant, payload: dict) -> None:
 
 def _reacts_to_loop(state: str, claimed: bool) -> bool:
     """Whether a Loop state change can still alter what we do with a return in `state`."""
-    return state in (lc.RECEIVED, lc.RMA_CREATED) or state in lc.WAITING_FOR_GOODS \
+    return state in (lc.RECEIVED, lc.RMA_CREATED, lc.SHADOW_DECIDED) or state in lc.WAITING_FOR_GOODS \
         or (state == lc.DECIDED and not claimed)
 
 

@@ -19,6 +19,8 @@ class State(StrEnum):
     PARTIALLY_RECEIVED = "partially_received"
     FULLY_RECEIVED = "fully_received"  # docs/workflow.md's second `received`: every unit is in
     DECIDED = "decided"
+    # Shadow mode: the decision is recorded, not sent to Loop; a person acts in Loop (shadow.py).
+    SHADOW_DECIDED = "shadow_decided"
     LOOP_ACTIONED = "loop_actioned"
     RMA_CLOSED = "rma_closed"
     COMPLETE = "complete"
@@ -31,11 +33,14 @@ class State(StrEnum):
 RECEIVED, RMA_CREATED, TRANSMITTED = State.RECEIVED, State.RMA_CREATED, State.TRANSMITTED
 PARTIALLY_RECEIVED, FULLY_RECEIVED = State.PARTIALLY_RECEIVED, State.FULLY_RECEIVED
 DECIDED, LOOP_ACTIONED, RMA_CLOSED = State.DECIDED, State.LOOP_ACTIONED, State.RMA_CLOSED
+SHADOW_DECIDED = State.SHADOW_DECIDED
 COMPLETE, CANCELLING, CANCELLED = State.COMPLETE, State.CANCELLING, State.CANCELLED
 NEEDS_ATTENTION = State.NEEDS_ATTENTION
 
 TERMINAL = frozenset({COMPLETE, CANCELLED})
 WAITING_FOR_GOODS = frozenset({TRANSMITTED, PARTIALLY_RECEIVED, FULLY_RECEIVED})
+# No step moves these on: a person does (an operator's retry; in Loop, for shadow mode).
+WAITING_FOR_A_PERSON = frozenset({NEEDS_ATTENTION, SHADOW_DECIDED})
 OPEN_STATES = frozenset(State) - TERMINAL
 
 
@@ -63,6 +68,7 @@ class Wait(StrEnum):
     GOODS = "goods"  # the warehouse: due when decide can decide without more receipts
     LOOP_OUTCOME = "loop_outcome"  # Loop to show our process call's outcome: due at the next read
     PERSON = "person"  # needs_attention: never due; an operator retries
+    PERSON_IN_LOOP = "person_in_loop"  # shadow_decided: never due; Loop's news moves it on
 
 
 ALLOWED: dict[str, frozenset[str]] = {
@@ -72,7 +78,8 @@ ALLOWED: dict[str, frozenset[str]] = {
                             NEEDS_ATTENTION}),
     PARTIALLY_RECEIVED: frozenset({FULLY_RECEIVED, DECIDED, LOOP_ACTIONED, NEEDS_ATTENTION}),
     FULLY_RECEIVED: frozenset({DECIDED, LOOP_ACTIONED, NEEDS_ATTENTION}),
-    DECIDED: frozenset({LOOP_ACTIONED, NEEDS_ATTENTION}),
+    DECIDED: frozenset({LOOP_ACTIONED, SHADOW_DECIDED, NEEDS_ATTENTION}),
+    SHADOW_DECIDED: frozenset({LOOP_ACTIONED, NEEDS_ATTENTION}),
     LOOP_ACTIONED: frozenset({RMA_CLOSED, NEEDS_ATTENTION}),
     RMA_CLOSED: frozenset({COMPLETE}),
     CANCELLING: frozenset({CANCELLED, NEEDS_ATTENTION}),
@@ -113,6 +120,8 @@ def transition(ret: Return, to_state: str, cause: str, detail: str | None = None
             pass
         elif to_state == NEEDS_ATTENTION:
             set_wait(ret, Wait.PERSON, None)
+        elif to_state == SHADOW_DECIDED:
+            set_wait(ret, Wait.PERSON_IN_LOOP, None)
         else:
             set_wait(ret, Wait.STEP, now)
     if to_state != RECEIVED:
@@ -164,6 +173,11 @@ def our_call_finished_after_all(ret: Return, loop_state: str) -> bool:
 
 def on_loop_state(ret: Return, loop_state: str) -> None:
     """What a Loop state we did not cause means for our side (docs/workflow.md, side paths)."""
+    if ret.state == SHADOW_DECIDED or (ret.state == DECIDED and ret.shadow_decided_at is not None):
+        from integration.workflow.shadow import on_person_action  # it builds on this module
+
+        on_person_action(ret, loop_state)
+        return
     ours = ret.loop_action_claimed_at is not None
     if our_call_finished_after_all(ret, loop_state):
         ret.attention_reason = ret.attention_step = None
@@ -188,7 +202,12 @@ def on_processing_failed(ret: Return, reason: str) -> None:
     """Loop reports it could not process the return (`return.processing.failed`)."""
     from integration.workflow.steps import step_for_state  # the table imports the steps
 
-    if ret.state in TERMINAL or ret.state in (NEEDS_ATTENTION, RMA_CLOSED):
+    if ret.state == SHADOW_DECIDED or (ret.shadow_decided_at is not None and ret.state not in TERMINAL):
+        # Shadow mode: we sent nothing, so it is a person's processing that failed; they see it
+        # in Loop. Parking at the Loop step would let a retry send a call we must never send.
+        note(ret, "return.processing.failed", f"{reason}; shadow mode: a person's processing, "
+                                               "nothing of ours to retry")
+    elif ret.state in TERMINAL or ret.state in (NEEDS_ATTENTION, RMA_CLOSED):
         # Too late to hold anything back (the RMA is closed): record it and make it visible.
         ret.attention_reason = reason
         note(ret, "return.processing.failed", reason)

@@ -15,7 +15,7 @@ from integration.merchants import Merchant
 from integration.store.db import session_scope
 from integration.store.models import Return, receipts_for
 from integration.workflow import lifecycle as lc
-from integration.workflow import rules
+from integration.workflow import rules, shadow
 from integration.workflow.context import Context
 from integration.workflow.events import ingest_return
 from integration.workflow.grading import grades
@@ -34,6 +34,8 @@ def act_in_loop(run: StepRun) -> None:
     """
     ctx, return_id, snap = run.ctx, run.return_id, run.snap
     merchant = ctx.merchant(snap.merchant)
+    if shadow.must_not_send(merchant, snap):  # shadow mode: recorded, never sent
+        return shadow.hold_decided(run)
     loop = ctx.loop(merchant)
     action = snap.decision
     if action is None:  # cannot happen: DECIDED is entered with the decision

@@ -9,7 +9,7 @@ from integration.merchants import Merchant
 from integration.store.db import session_scope
 from integration.store.models import FeedCursor, Receipt, Return, receipts_for
 from integration.workflow import lifecycle as lc
-from integration.workflow import rules
+from integration.workflow import rules, shadow
 from integration.workflow.context import Context
 from integration.workflow.mapping import money, parse_loop_time
 from integration.workflow.notes import flag_note
@@ -99,6 +99,8 @@ def decide(run: StepRun) -> None:
         ret.decision_detail = detail
         why = ", ".join(decision.rules) if decision.rules else "all units received in accepted condition"
         lc.transition(ret, lc.DECIDED, f"decision: {decision.action}", f"{why}: {decision.summary}")
+        if shadow.decides_in_shadow(merchant, ret):
+            shadow.hold(ret, ctx.now())  # recorded, never sent: fixed now, whatever the mode later
         schedule(ctx, s, ret)
 
 

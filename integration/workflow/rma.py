@@ -160,17 +160,18 @@ def close_rma(run: StepRun) -> None:
     ctx, snap = run.ctx, run.snap
     detail = "RA already closed"
     if snap.state == lc.LOOP_ACTIONED:
-        if snap.decision in lc.ASYNC_ACTIONS and not loop_finished_processing(run):
+        by_person = snap.shadow_decided_at is not None  # shadow mode: a person acted, not us
+        if snap.decision in lc.ASYNC_ACTIONS and not by_person and not loop_finished_processing(run):
             return
         rlm = ctx.rlm(ctx.merchant(snap.merchant))
         ra = _find_ra(rlm, snap)
-        reason = CLOSE_REASON.get(snap.decision or "", "MANUAL")
+        reason = "MANUAL" if by_person else CLOSE_REASON.get(snap.decision or "", "MANUAL")
         if ra is None:
             detail = "no RMA existed in RLM"
         elif ra["status"] == RaStatus.OPEN:  # RLM closes only transmitted RAs: cancel an untransmitted one
             detail = _finish_ra(rlm, ra, lambda n: rlm.cancel(n), "cancelled (never transmitted)")
         elif ra["status"] in (RaStatus.TRANSMITTED, RaStatus.PARTIALLY_RECEIVED, RaStatus.RECEIVED):
-            note = (snap.loop_note or snap.decision or "")[:250]
+            note = ("by_person" if by_person else snap.loop_note or snap.decision or "")[:250]
             detail = _finish_ra(rlm, ra, lambda n: rlm.close(n, reason, note), f"closed: {reason}")
         else:
             detail = f"RA {ra['ra_number']} already {ra['status']}"

@@ -98,3 +98,33 @@ def test_upgrading_to_explicit_schedules_makes_every_open_row_due_once(new_datab
     assert returns == {"transmitted": ("step", True), "decided": ("step", True),
                        "needs_attention": ("person", False), "complete": (None, False)}
     assert events == {"received": True, "processing": True, "done": False}
+
+
+def test_shadow_mode_columns_arrive_empty_and_go_again(new_database):
+    """0007: every return stored before shadow mode was decided live (shadow_decided_at NULL); the
+    report's index exists; a downgrade drops them and keeps the rows."""
+    from datetime import UTC, datetime
+
+    from sqlalchemy import text
+
+    config = alembic_config(new_database)
+    command.upgrade(config, "0006")
+    now = datetime.now(UTC)
+    engine = get_engine(new_database)
+    with engine.begin() as conn:
+        conn.execute(text(
+            "INSERT INTO returns (merchant, loop_return_id, state, units, rma_lines, step_attempts, "
+            "created_at, updated_at, version) VALUES ('demo', '1', 'complete', '[]', '[]', 0, :now, :now, 1)"),
+            {"now": now})
+    command.upgrade(config, "head")
+    with engine.connect() as conn:
+        row = conn.execute(text("SELECT shadow_decided_at, person_action, person_acted_at FROM returns")).one()
+    assert tuple(row) == (None, None, None)
+    indexes = {i["name"] for i in inspect(engine).get_indexes("returns")}
+    assert "ix_returns_merchant_shadow_decided_at" in indexes
+    command.downgrade(config, "0006")
+    columns = {c["name"] for c in inspect(get_engine(new_database)).get_columns("returns")}
+    assert "shadow_decided_at" not in columns and "person_action" not in columns
+    with get_engine(new_database).connect() as conn:
+        assert conn.execute(text("SELECT count(*) FROM returns")).scalar() == 1
+    command.upgrade(config, "head")

@@ -33,6 +33,8 @@ def test_every_move_is_allowed_or_refused_as_the_table_says(start, to):
             assert (ret.waiting_for, ret.next_attempt_at) == (None, None)
         elif to == State.NEEDS_ATTENTION:
             assert (ret.waiting_for, ret.next_attempt_at) == (Wait.PERSON, None)
+        elif to == State.SHADOW_DECIDED:  # shadow mode: Loop's news moves it on, never a sweep
+            assert (ret.waiting_for, ret.next_attempt_at) == (Wait.PERSON_IN_LOOP, None)
         else:  # due at once, unless a step sets a better schedule: never waiting for nothing
             assert ret.waiting_for == Wait.STEP and ret.next_attempt_at is not None
         assert ret.ship_from is None or to == State.RECEIVED
@@ -44,9 +46,9 @@ def test_every_move_is_allowed_or_refused_as_the_table_says(start, to):
 
 def test_terminal_states_have_no_way_out_and_every_other_state_a_step_or_a_person():
     assert all(not lc.ALLOWED[s] for s in lc.TERMINAL)
-    for state in lc.OPEN_STATES - {State.NEEDS_ATTENTION}:
+    for state in lc.OPEN_STATES - lc.WAITING_FOR_A_PERSON:
         assert step_for_state(state) is not None, state
-    assert step_for_state(State.NEEDS_ATTENTION) is None
+    assert all(step_for_state(state) is None for state in lc.WAITING_FOR_A_PERSON)
 
 
 def test_each_state_is_moved_on_by_one_step_only():
@@ -55,7 +57,7 @@ def test_each_state_is_moved_on_by_one_step_only():
 
 
 def test_only_waiting_for_goods_has_no_step_on_entry():
-    assert {s for s in lc.OPEN_STATES if step_on_entry(s) is None} == lc.WAITING_FOR_GOODS | {State.NEEDS_ATTENTION}
+    assert {s for s in lc.OPEN_STATES if step_on_entry(s) is None} == lc.WAITING_FOR_GOODS | lc.WAITING_FOR_A_PERSON
 
 
 def test_a_retry_resumes_in_a_state_the_step_runs_from_and_the_lifecycle_allows():
@@ -81,6 +83,11 @@ LOOP_NEWS = {
     (State.CANCELLING, LoopState.CLOSED): State.CANCELLING,
     (State.NEEDS_ATTENTION, LoopState.CLOSED): State.NEEDS_ATTENTION,
     (State.TRANSMITTED, LoopState.OPEN): State.TRANSMITTED,
+    # Shadow mode: a person's action in Loop, compared with ours (tests/workflow/test_shadow.py).
+    (State.SHADOW_DECIDED, LoopState.CLOSED): State.LOOP_ACTIONED,
+    (State.SHADOW_DECIDED, LoopState.REVIEW): State.LOOP_ACTIONED,
+    (State.SHADOW_DECIDED, LoopState.CANCELLED): State.NEEDS_ATTENTION,
+    (State.SHADOW_DECIDED, LoopState.OPEN): State.SHADOW_DECIDED,
 }
 
 
@@ -89,7 +96,7 @@ def test_loop_news_moves_a_return_as_docs_workflow_says(state, loop_state):
     ret = a_return(state)
     lc.on_loop_state(ret, loop_state)
     assert ret.state == LOOP_NEWS[(state, loop_state)]
-    if ret.state == State.LOOP_ACTIONED and state != State.LOOP_ACTIONED:
+    if ret.state == State.LOOP_ACTIONED and state not in (State.LOOP_ACTIONED, State.SHADOW_DECIDED):
         assert ret.decision == "by_person"
 
 
@@ -110,7 +117,9 @@ def test_a_parked_process_call_that_landed_after_all_heals_itself():
 def test_a_processing_failure_parks_at_the_step_a_retry_should_run(state):
     ret = a_return(state)
     lc.on_processing_failed(ret, "Loop could not process the return: card declined")
-    if state in lc.TERMINAL or state in (State.NEEDS_ATTENTION, State.RMA_CLOSED):
+    if state == State.SHADOW_DECIDED:  # a person's processing: nothing of ours to retry
+        assert ret.state == state and ret.attention_step is None
+    elif state in lc.TERMINAL or state in (State.NEEDS_ATTENTION, State.RMA_CLOSED):
         # Found by this walk: in rma_closed the old code raised IllegalTransition.
         assert ret.state == state and ret.attention_reason.endswith("card declined")
     else:
