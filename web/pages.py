@@ -1,6 +1,6 @@
 """Operator pages under /ops: the returns list, one page per return with retry and re-decide,
-the parked returns grouped by cause with a bulk retry (previewed first), and failed and invalid
-webhook deliveries with replay.
+the parked returns grouped by cause with a bulk retry (previewed first), failed and invalid
+webhook deliveries with replay, and the merchants (web/merchant_pages.py).
 
 Server-rendered, no JavaScript. Same credentials as the API: ADMIN_TOKEN (acting as "admin") or
 an operator's own token (OPERATOR_TOKENS, acting under its name), given as the password of HTTP
@@ -260,3 +260,7 @@ def _bulk(merchant: str, step: str, key: str, *, dry_run: bool):
         return redirect(url_for("pages.attention", merchant=merchant), code=303)
     return render_template("retry_group.html", result=result, merchant=merchant, step=step,
                            reason_key=key)
+
+
+# The merchants pages add their routes to this blueprint (its login and CSRF check apply).
+from . import merchant_pages  # noqa: E402,F401
