@@ -81,6 +81,14 @@ def test_the_pages_need_a_login_and_posts_need_the_operators_csrf_token(ops, ser
     assert "acme" not in page(ops, "/ops/merchants")  # nothing was added
 
 
+def test_a_merchant_from_the_environment_is_shown_masked_and_changed_there(ops):
+    html = page(ops, "/ops/merchants/demo")
+    for secret in ("demo-loop-key", "demo-rlm-key", "old-secret", "test-webhook-secret"):
+        assert secret not in html
+    assert "****-key" in html and "environment" in html
+    assert "Update</button>" not in html and "Disable</button>" not in html  # only stored ones
+
+
 def test_add_shows_the_merchant_with_its_secrets_masked(ops, servers, sessions, caplog):  # noqa: F811
     caplog.set_level(logging.INFO)
     answer = add(ops, servers)
