@@ -9,7 +9,7 @@ from datetime import timedelta
 import pytest
 import requests
 
-from integration.errors import RetryableError
+from integration.errors import FinalError, RetryableError
 from integration.merchants import demo_merchant_config, parse_merchants
 from integration.ops import onboarding, onboarding_record
 from integration.ops.onboarding import Status
@@ -271,3 +271,26 @@ def test_the_last_report_of_each_action_is_kept_per_merchant(onboard, sessions):
     last = kept["acme"]["check"]
     assert last["operator"] == "bob" and last["ok"] is True and last["summary"].startswith("all ")
     assert {i["status"] for i in last["items"]} == {"ok", "skipped"}  # no return to sample
+
+
+# --- the verdicts, pure ------------------------------------------------------------------------------
+def test_loop_verdicts_tell_a_down_loop_from_a_wrong_key():
+    down, refused = RetryableError("loop", "Server Error", status=503), FinalError("loop", "Unauthorized.", status=401)
+    key, returns, hooks = onboarding.loop_verdicts("https://api.loopreturns.com", down, refused, 0, 0)
+    assert (key.status, key.detail) == (Status.FAILED, "https://api.loopreturns.com: Server Error (HTTP 503)")
+    assert returns.status is Status.FAILED and returns.detail == "the returns list: Server Error (HTTP 503)"
+    assert hooks.status is Status.SKIPPED
+    unreachable = RetryableError("loop", "ConnectionError on GET /api/v1/webhooks")
+    key, _, hooks = onboarding.loop_verdicts("https://x", None, unreachable, 3, 0)
+    assert key.status is Status.OK and hooks.status is Status.FAILED
+    assert hooks.detail == "the webhooks list: unreachable (ConnectionError on GET /api/v1/webhooks)"
+
+
+def test_rlm_verdicts_read_a_legacy_code_0_company_refusal():
+    merchant = parse_merchants([demo_merchant_config()])["demo"]
+    code0 = FinalError("rlm", "Invalid Company", status=200)
+    creds, company = onboarding.rlm_verdicts(merchant, code0, [], [])
+    assert creds.status is Status.OK and company.status is Status.FAILED
+    assert company.detail == "RLM has no company 90 (Invalid Company (HTTP 200)): check rlm_company"
+    outage = onboarding.rlm_verdicts(merchant, FinalError("rlm", "Service Unavailable", status=503), [], [])
+    assert [(c.name, c.status) for c in outage] == [("RLM credentials", Status.FAILED)]
