@@ -165,6 +165,13 @@ def _back(name: str):
     return redirect(url_for("pages.merchant_page", name=name), code=303)
 
 
+def _receiver_url() -> str:
+    """This app as the browser reached it, to prefill the subscribe form: behind Heroku's router
+    the browser speaks https and we see http, which X-Forwarded-Proto tells (only a suggestion)."""
+    scheme = (request.headers.get("X-Forwarded-Proto") or request.scheme).split(",")[0].strip()
+    return f"{scheme if scheme in ('http', 'https') else request.scheme}://{request.host}"
+
+
 # --- list and show --------------------------------------------------------------------------------
 @bp.get("/merchants")
 def merchants_list():
@@ -191,7 +198,7 @@ def merchant_page(name: str):
     return render_template("merchant.html", name=name, view=view, stored=name in stored,
                            enabled=stored.get(name, True), mode=getattr(merchant, "mode", None),
                            source="table" if name in stored else _source_of_others(), reports=reports,
-                           receiver=request.url_root.rstrip("/"),
+                           receiver=_receiver_url(),
                            since=(datetime.now(UTC) - timedelta(days=BACKFILL_DAYS)).strftime("%Y-%m-%d"))
 
 

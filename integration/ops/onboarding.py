@@ -87,7 +87,7 @@ def _refused(exc: UpstreamError | None) -> bool:
 
 # --- check: Loop ---------------------------------------------------------------------------------
 def loop_verdicts(base_url: str, returns_error: UpstreamError | None, webhooks_error: UpstreamError | None,
-                  open_count: int, hooks_count: int) -> list[Check]:
+                  open_count: int, subscribed: str) -> list[Check]:
     """The Loop key and its two scopes, from how the returns list (Returns scope) and the
     webhooks list (Developer Tools scope) answered. Loop has no call that names a key's scopes:
     a 401 on one and not the other is the missing scope; a 401 on both, a wrong key."""
@@ -117,7 +117,20 @@ def loop_verdicts(base_url: str, returns_error: UpstreamError | None, webhooks_e
                   f"the returns list answers ({open_count} open returns sampled from the last "
                   f"{SAMPLE_DAYS} days)"),
             scope("Developer Tools", webhooks_error, "the webhooks list",
-                  f"the webhooks list answers ({hooks_count} subscriptions)")]
+                  f"the webhooks list answers; {subscribed}")]
+
+
+def subscriptions(hooks: list[dict], merchant_name: str) -> str:
+    """Which of the webhooks we act on Loop sends to this merchant's route, active (any host:
+    the check does not know the receiver's public URL)."""
+    route = f"/webhooks/loop/{merchant_name}"
+    active = {h.get("trigger") for h in hooks
+              if h.get("status") == "active" and str(h.get("url", "")).endswith(route)}
+    wanted = [t for triggers in WEBHOOK_TRIGGERS.values() for t in triggers]
+    missing = [t for t in wanted if t not in active]
+    if not missing:
+        return f"all {len(wanted)} webhooks active to {route}"
+    return f"not active to {route} yet: {', '.join(missing)} (`merchants subscribe` adds them)"
 
 
 def _sample(loop: LoopClient, now: datetime) -> list[dict]:
@@ -140,7 +153,8 @@ def _check_loop(loop: LoopClient, merchant: Merchant, now: datetime) -> tuple[li
         hooks = loop.list_webhooks()
     except UpstreamError as exc:
         webhooks_error = exc
-    checks = loop_verdicts(merchant.loop_base_url, returns_error, webhooks_error, len(sample or []), len(hooks))
+    checks = loop_verdicts(merchant.loop_base_url, returns_error, webhooks_error, len(sample or []),
+                           subscriptions(hooks, merchant.name))
     return checks, sample
 
 

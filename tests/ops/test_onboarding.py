@@ -210,6 +210,10 @@ def test_subscribe_reports_a_refused_topic_and_still_subscribes_the_others(onboa
     assert refused.detail.startswith("Loop refused it: Must be one of the following values:"
                                      "return,label,restock (HTTP 422).")
     assert not report.ok and report.summary == "1 of 2 topics refused at https://rlm.example.com/webhooks/loop/acme"
+    check = by_name(onboarding.check_merchant(onboard.ctx(), onboard.merchant(), operator="alice"))
+    assert check["Loop scope Developer Tools"].detail == (
+        "the webhooks list answers; not active to /webhooks/loop/acme yet: return.processing.failed "
+        "(`merchants subscribe` adds them)")
     subscribed = {(h["trigger"], h["url"], h["status"]) for h in hooks(onboard)}
     url = "https://rlm.example.com/webhooks/loop/acme"
     assert subscribed == {(t, url, "active") for t in ("return.created", "return.updated", "return.closed")}
@@ -219,6 +223,8 @@ def test_subscribe_reports_a_refused_topic_and_still_subscribes_the_others(onboa
                                  operator="alice")
     assert again.ok and by_name(again)["topic return"].detail.endswith("(all were already active)")
     assert len(hooks(onboard)) == 4
+    check = by_name(onboarding.check_merchant(onboard.ctx(), onboard.merchant(), operator="alice"))
+    assert check["Loop scope Developer Tools"].detail.endswith("all 4 webhooks active to /webhooks/loop/acme")
 
 
 def test_subscribe_without_the_developer_tools_scope_fails_every_topic(onboard):
@@ -276,12 +282,12 @@ def test_the_last_report_of_each_action_is_kept_per_merchant(onboard, sessions):
 # --- the verdicts, pure ------------------------------------------------------------------------------
 def test_loop_verdicts_tell_a_down_loop_from_a_wrong_key():
     down, refused = RetryableError("loop", "Server Error", status=503), FinalError("loop", "Unauthorized.", status=401)
-    key, returns, hooks = onboarding.loop_verdicts("https://api.loopreturns.com", down, refused, 0, 0)
+    key, returns, hooks = onboarding.loop_verdicts("https://api.loopreturns.com", down, refused, 0, "")
     assert (key.status, key.detail) == (Status.FAILED, "https://api.loopreturns.com: Server Error (HTTP 503)")
     assert returns.status is Status.FAILED and returns.detail == "the returns list: Server Error (HTTP 503)"
     assert hooks.status is Status.SKIPPED
     unreachable = RetryableError("loop", "ConnectionError on GET /api/v1/webhooks")
-    key, _, hooks = onboarding.loop_verdicts("https://x", None, unreachable, 3, 0)
+    key, _, hooks = onboarding.loop_verdicts("https://x", None, unreachable, 3, "")
     assert key.status is Status.OK and hooks.status is Status.FAILED
     assert hooks.detail == "the webhooks list: unreachable (ConnectionError on GET /api/v1/webhooks)"
 

@@ -87,6 +87,9 @@ def test_a_merchant_from_the_environment_is_shown_masked_and_changed_there(ops):
         assert secret not in html
     assert "****-key" in html and "environment" in html
     assert "Update</button>" not in html and "Disable</button>" not in html  # only stored ones
+    assert 'name="url" size="50" value="http://localhost"' in html  # the subscribe form's suggestion
+    behind = ops.get("/ops/merchants/demo", headers={**basic(ALICE), "X-Forwarded-Proto": "https"})
+    assert 'value="https://localhost"' in behind.get_data(as_text=True)
 
 
 def test_add_shows_the_merchant_with_its_secrets_masked(ops, servers, sessions, caplog):  # noqa: F811
