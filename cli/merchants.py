@@ -1,7 +1,7 @@
 """`rlm-loop merchants`: list the merchants in effect (as before, with no subcommand), and keep
 merchants as data in the database (integration/store/merchant_store.py): import, add, update,
 disable, enable, show (secrets masked), rotate-keys. Secrets come from a TOML file, never from
-the output; MERCHANT_KEYS encrypts them."""
+the output; MERCHANT_KEYS encrypts them. Onboarding (check, subscribe, backfill): cli/onboarding.py."""
 from __future__ import annotations
 
 import json
@@ -16,6 +16,7 @@ import click
 from cryptography.fernet import MultiFernet
 from sqlalchemy.orm import Session
 
+from cli.onboarding import COMMANDS as ONBOARDING
 from cli.wiring import database_errors, require_database, settings_and_merchants
 from integration.merchants import SHADOW, ConfigError, configured_from_environment
 from integration.production import merchant_problems
@@ -182,3 +183,7 @@ def rotate_keys_command() -> None:
     """Re-encrypt every stored merchant's secrets with the first key of MERCHANT_KEYS."""
     count = _run(merchant_store.rotate_keys)
     click.echo(f"{count} merchant(s) re-encrypted with the first key of MERCHANT_KEYS")
+
+
+for _command in ONBOARDING:  # check, subscribe, backfill
+    merchants_group.add_command(_command)

@@ -1,6 +1,7 @@
 """Operator pages under /ops: the returns list, one page per return with retry and re-decide,
 the parked returns grouped by cause with a bulk retry (previewed first), failed and invalid
-webhook deliveries with replay, and the shadow mode agreement report.
+webhook deliveries with replay, the shadow mode agreement report, and the merchants
+(web/merchant_pages.py).
 
 Server-rendered, no JavaScript. Same credentials as the API: ADMIN_TOKEN (acting as "admin") or
 an operator's own token (OPERATOR_TOKENS, acting under its name), given as the password of HTTP
@@ -271,3 +272,7 @@ def shadow_report():
         rows = shadow.shadow_returns(s, merchant=merchant, since=_since(since_text))
     return render_template("shadow.html", reports=shadow.agreement_report(rows), merchant=merchant,
                            since=since_text, merchants=sorted(current_app.config["MERCHANTS"]))
+
+
+# The merchants pages add their routes to this blueprint (its login and CSRF check apply).
+from . import merchant_pages  # noqa: E402,F401

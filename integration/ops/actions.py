@@ -235,15 +235,16 @@ def _replay(ctx: Context, event_id: int) -> ActionResult:
                                     f"{ev.loop_return_id}): replaying")
 
 
-def missing_returns(ctx: Context, merchant_name: str, since: datetime) -> list[dict]:
-    """Returns created in Loop since `since` (any state) that we have no record of."""
+def missing_returns(ctx: Context, merchant_name: str, since: datetime,
+                    states: tuple[str, ...] = LOOP_LIST_STATES) -> list[dict]:
+    """Returns created in Loop since `since` (in any of `states`) that we have no record of."""
     loop = ctx.loop(ctx.merchant(merchant_name))
     now, fmt = ctx.now(), "%Y-%m-%d %H:%M:%S"
     listed: dict[str, dict] = {}
     start = as_utc(since)
     while start < now:
         end = min(start + timedelta(days=119), now)  # Loop refuses a window over 120 days
-        for state in LOOP_LIST_STATES:
+        for state in states:
             for item in loop.iter_returns(start=start.strftime(fmt), end=end.strftime(fmt),
                                           state=state, filter_by="created_at"):
                 listed.setdefault(str(item["id"]), item)

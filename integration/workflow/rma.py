@@ -45,7 +45,7 @@ def create_rma(run: StepRun) -> None:
         raise StepFailed("the Loop return has no line items")
     lines, unknown = [], []
     for number, group in enumerate(groups, start=1):
-        resolved = _resolve(rlm, merchant, group)
+        resolved = resolve_group(rlm, merchant, group)
         if resolved is None:
             unknown.append(f"{group.sku or '(no SKU)'} (barcode {group.barcode or 'none'})")
             continue
@@ -85,7 +85,8 @@ def create_rma(run: StepRun) -> None:
         _decide_if_receipts_waiting(run, s, ret)
 
 
-def _resolve(rlm, merchant: Merchant, group) -> dict | None:
+def resolve_group(rlm, merchant: Merchant, group) -> dict | None:
+    """RA line fields for a group of units from RLM's catalog, or None (also `merchants check`)."""
     for query in sku_candidates(group, merchant.sku_pattern):
         for item in rlm.find_items(**query):
             try:

@@ -25,6 +25,7 @@ from sandbox.common import (
 )
 from sandbox.loop.state import (
     NOT_FOUND,
+    SCOPES,
     Clock,
     Dice,
     Invalid,
@@ -67,10 +68,14 @@ class Gate:
             # Requests let through, by "METHOD route" (`make bench` counts Loop calls per return).
             self.admitted: collections.Counter[str] = collections.Counter()
 
-    def admit(self, key: str | None, route: str = "") -> tuple[dict[str, Any], int, dict[str, str]] | None:
-        """None to let the request through, else (body, status, headers) to answer with."""
+    def admit(self, key: str | None, route: str = "",
+              scope: str = "returns") -> tuple[dict[str, Any], int, dict[str, str]] | None:
+        """None to let the request through, else (body, status, headers) to answer with.
+
+        A key without the route's scope gets the same 401 as a wrong key (§1)."""
         with self._lock:
-            if key not in self._settings["api_keys"]:
+            scopes = self._settings["api_key_scopes"].get(key, SCOPES) if key else ()
+            if key not in self._settings["api_keys"] or scope not in scopes:
                 self.rejected["unauthorized"] += 1
                 return UNAUTHORIZED, 401, {}
             now = time.monotonic()
@@ -204,7 +209,8 @@ def _api(sb: LoopSandbox) -> Blueprint:
         elif rule is not None and (faulted := fault_before(rule, sb.settings["timeout_hang_s"], _fault_answer)):
             return faulted
         route = f"{request.method} {request.url_rule.rule if request.url_rule else request.path}"
-        refused = sb.gate.admit(request.headers.get("X-Authorization"), route)
+        scope = "developer_tools" if relative.startswith("/webhooks") else "returns"
+        refused = sb.gate.admit(request.headers.get("X-Authorization"), route, scope)
         return _json(*refused) if refused else None
 
     @api.after_request

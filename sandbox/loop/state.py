@@ -88,6 +88,15 @@ def _is_delay(v: Any) -> bool:
     return _is_seconds(v) or _is_range(v, {"min_s", "max_s"}, {"median_s"})
 
 
+SCOPES = ("returns", "developer_tools")  # Loop's Returns and Developer Tools scopes (§1)
+WEBHOOK_TOPICS = ("return", "label", "return.processing", "restock")
+
+
+def _is_key_scopes(v: Any) -> bool:
+    return isinstance(v, dict) and all(
+        isinstance(k, str) and isinstance(s, list) and all(x in SCOPES for x in s) for k, s in v.items())
+
+
 def _is_webhook_delay(v: Any) -> bool:
     return v is None or (_is_range(v, {"min_s", "max_s"}, {"probability"})
                          and (is_number(v.get("probability", 1)) and 0 <= v.get("probability", 1) <= 1))
@@ -115,6 +124,9 @@ SETTING_RULES: dict[str, tuple[Callable[[Any], bool], str]] = {
     "shop_id": (lambda v: is_int(v) and 1 <= v < 2**63, "must be a positive 64-bit integer"),
     "timeout_hang_s": (lambda v: _is_seconds(v, 3600), "must be a number of seconds from 0 to 3600"),
     "seed": (lambda v: v is None or is_int(v), "must be null or an integer"),
+    "api_key_scopes": (_is_key_scopes, 'must be {"<api key>": ["returns" and/or "developer_tools"]}'),
+    "refused_topics": (lambda v: isinstance(v, list) and all(t in WEBHOOK_TOPICS for t in v),
+                       f"must be a list of webhook topics ({', '.join(WEBHOOK_TOPICS)})"),
 }
 
 
@@ -138,6 +150,11 @@ def default_settings() -> dict[str, Any]:
         "shop_id": 12345,
         "timeout_hang_s": 90.0,  # how long a `"timeout": true` fault holds the answer
         "seed": None,  # seeds the draws above (not fault rules: POST /_sim/faults {"seed": N})
+        # A key's scopes (§1: Returns, Developer Tools); a key not named here has both.
+        "api_key_scopes": {},
+        # Topics this account refuses to subscribe (422, §3.6), as an older account refuses
+        # `return.processing` (§5.1).
+        "refused_topics": [],
     }
 
 

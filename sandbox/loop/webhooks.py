@@ -92,7 +92,7 @@ class Subscriptions:
         if not isinstance(data, dict):
             raise Invalid("The request body must be a JSON object.")
         topic, trigger, url = data.get("topic"), data.get("trigger"), data.get("url")
-        if not isinstance(topic, str) or topic not in TOPIC_TRIGGERS:
+        if not isinstance(topic, str) or topic not in TOPIC_TRIGGERS or topic in self._settings["refused_topics"]:
             raise Invalid(TOPIC_MESSAGE, {})
         if trigger not in TOPIC_TRIGGERS[topic]:
             raise field_error("trigger", "The selected trigger is invalid.")

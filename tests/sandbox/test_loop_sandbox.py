@@ -109,6 +109,27 @@ def test_rate_limit_per_key_then_429(make_app):
     assert client.get("/_sim/stats").get_json()["rate_limited"] == 1
 
 
+UNAUTHORIZED = {"error": {"code": "401", "http_code": "GEN-UNAUTHORIZED", "message": "Unauthorized."}}
+
+
+def test_a_key_without_a_scope_gets_the_same_401_on_that_scopes_routes(make_app):
+    client = make_app(api_keys=[KEY, "hooks-only", "returns-only"],
+                      api_key_scopes={"hooks-only": ["developer_tools"], "returns-only": ["returns"]}).test_client()
+    returns = f"{API}/warehouse/return/list"
+    for key in (KEY, "returns-only"):  # a key not named in api_key_scopes has both scopes
+        assert client.get(returns, headers={"X-Authorization": key}).status_code == 200
+    for key in (KEY, "hooks-only"):
+        assert client.get(f"{API}/webhooks", headers={"X-Authorization": key}).status_code == 200
+    for key, path in (("hooks-only", returns), ("hooks-only", f"{API}/dispositioning/grade"),
+                      ("returns-only", f"{API}/webhooks")):
+        method = client.post if path.endswith("grade") else client.get
+        refused = method(path, headers={"X-Authorization": key})
+        assert (refused.status_code, refused.get_json()) == (401, UNAUTHORIZED), (key, path)
+    assert client.get("/_sim/stats").get_json()["unauthorized"] == 3
+    bad = client.post("/_sim/config", json={"api_key_scopes": {KEY: ["orders"]}})
+    assert bad.status_code == 422 and "api_key_scopes" in bad.get_json()["errors"]
+
+
 def test_both_versions_served_and_others_404(client):
     assert client.get("/api/2026-07/webhooks", headers=AUTH).status_code == 200
     assert client.get(f"{API}/webhooks", headers=AUTH).status_code == 200
@@ -396,6 +417,22 @@ def test_webhook_subscription_crud_rules(client):
     assert client.delete(f"{hooks}/{hook['id']}", headers=AUTH).status_code == 204
     gone = client.delete(f"{hooks}/{hook['id']}", headers=AUTH)
     assert (gone.status_code, gone.get_json()) == (404, {"errors": {"code": "NOT_FOUND"}})
+
+
+def test_a_refused_topic_is_422_and_the_other_topics_still_subscribe(make_app):
+    client = make_app(refused_topics=["return.processing"]).test_client()
+    hooks = f"{API}/webhooks"
+    body = {"topic": "return.processing", "trigger": "return.processing.failed",
+            "url": "https://example.com/loop", "status": "active"}
+    refused = client.post(hooks, headers=AUTH, json=body)
+    assert (refused.status_code, refused.get_json()) == (
+        422, {"message": "Must be one of the following values:return,label,restock", "errors": {}})
+    ok = client.post(hooks, headers=AUTH, json={**body, "topic": "return", "trigger": "return.created"})
+    assert ok.status_code == 200
+    assert [h["topic"] for h in client.get(hooks, headers=AUTH).get_json()["webhooks"]] == ["return"]
+    assert client.post("/_sim/config", json={"refused_topics": ["giftcard"]}).status_code == 422
+    assert client.post("/_sim/config", json={"refused_topics": []}).status_code == 200
+    assert client.post(hooks, headers=AUTH, json=body).status_code == 200
 
 
 def test_inactive_subscription_gets_nothing(app, client, receiver):
