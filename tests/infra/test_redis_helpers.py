@@ -143,3 +143,40 @@ def test_a_run_that_overran_its_lock_leaves_the_next_runs_lock_alone(client, clo
         later = client.lock("lock:sweep", timeout=15)
         assert later.acquire(blocking=False)
     assert client.get("lock:sweep") == later.local.token  # the slow run's end released nothing
+
+
+# --- the per-merchant semaphore ---------------------------------------------------------------
+def test_the_semaphore_admits_its_cap_then_refuses_without_waiting(client, clock, monkeypatch):
+    from integration.infra.semaphore import Semaphore
+
+    monkeypatch.setattr(time, "sleep", lambda s: pytest.fail("a worker slot slept for a place"))
+    rlm = Semaphore(client, "rlm:acme", cap=2, ttl_s=90)
+    first, second = rlm.try_enter(), rlm.try_enter()
+    assert first and second and first != second
+    assert rlm.try_enter() is None
+    with pytest.raises(NoSlot) as refused, rlm.held():
+        pass
+    assert refused.value.system == "rlm" and refused.value.retry_after > 0
+    rlm.leave(first)
+    with rlm.held():
+        assert client.zcard(rlm.key) == 2
+    assert client.zcard(rlm.key) == 1  # the block's place is left at its end
+
+
+def test_a_holder_killed_mid_call_frees_its_place_after_its_expiry(client, clock):
+    from integration.infra.semaphore import Semaphore
+
+    rlm = Semaphore(client, "rlm:acme", cap=1, ttl_s=90)
+    assert rlm.try_enter() is not None  # and the process dies: nobody leaves
+    assert rlm.try_enter() is None
+    clock.now += 91
+    assert rlm.try_enter() is not None
+
+
+def test_the_semaphore_leaves_its_place_when_the_call_fails(client, clock):
+    from integration.infra.semaphore import Semaphore
+
+    rlm = Semaphore(client, "rlm:acme", cap=1, ttl_s=90)
+    with pytest.raises(RuntimeError), rlm.held():
+        raise RuntimeError("RLM answered 503")
+    assert rlm.try_enter() is not None
