@@ -180,3 +180,15 @@ def test_the_semaphore_leaves_its_place_when_the_call_fails(client, clock):
     with pytest.raises(RuntimeError), rlm.held():
         raise RuntimeError("RLM answered 503")
     assert rlm.try_enter() is not None
+
+
+def test_refused_callers_get_turns_spaced_by_how_long_calls_take(client, clock):
+    from integration.infra.semaphore import Semaphore
+
+    rlm = Semaphore(client, "rlm:acme", cap=2, ttl_s=90)
+    first = rlm.try_enter()
+    clock.now += 0.4
+    rlm.leave(first)  # calls take 0.4 s: a place frees every 0.2 s with two at once
+    rlm.try_enter(), rlm.try_enter()
+    waits = [rlm.enter()[1] for _ in range(3)]
+    assert waits == [pytest.approx(0.2), pytest.approx(0.4), pytest.approx(0.6)]
