@@ -144,3 +144,32 @@ def test_another_merchants_slots_are_their_own(limited):
     other = Semaphore(h.redis, "rlm:other", 1, ttl_s=60)
     assert mine.try_enter() is not None
     assert other.try_enter() is not None  # one merchant at its cap leaves the others theirs
+
+
+def test_a_webhook_needing_a_loop_read_without_a_token_waits_its_turn_uncounted(limited):
+    from integration.store.models import InboxStatus, WebhookEvent
+    from integration.workflow import events
+
+    h = limited(per_minute=60, burst=2)
+    loop_id = h.new_return()
+    with h.ctx.sessions() as s:
+        ev = WebhookEvent(merchant="demo", dedupe_key="k1", body_sha256="k1", status="received", attempts=0,
+                          payload={"topic": "return", "trigger": "return.updated", "loop_return_id": loop_id,
+                                   "state": "open"})
+        s.add(ev)
+        s.commit()
+        event_id = ev.id
+    drain_bucket(h)
+    events.handle_event(h.ctx, event_id)  # an unknown return's update: Loop must be read
+    with h.ctx.sessions() as s:
+        ev = s.get(WebhookEvent, event_id)
+        assert ev.status == InboxStatus.RECEIVED and ev.attempts == 0  # our own limit: no attempt
+        assert as_utc(ev.next_attempt_at) > h.ctx.now() + timedelta(seconds=h.ctx.settings.stuck_after_s)
+    [(step, target, seconds)] = h.delayed
+    assert (step, target) == ("handle_event", event_id) and 0 < seconds <= 2.5
+
+    h.ctx.loop(h.merchant).limiter = TokenBucket(fakeredis.FakeRedis(), "fresh", 60, burst=4)
+    events.handle_event(h.ctx, event_id)
+    with h.ctx.sessions() as s:
+        assert s.get(WebhookEvent, event_id).status == InboxStatus.DONE
+    assert h.queue and h.queue[-1][0] == "create_rma"
