@@ -101,13 +101,13 @@ def assert_refused_before_starting_anything(output: str, data_dir: Path) -> None
 def production(monkeypatch, tmp_path):
     from workers import runtime
 
-    runtime.merchants.cache_clear()  # read again from this test's environment
+    runtime._merchants.cache_clear()  # read again from this test's environment
     for name in (*GOOD_ENV, "MERCHANTS_TOML", "MERCHANTS_FILE", "MERCHANT_NAME"):
         monkeypatch.delenv(name, raising=False)
     monkeypatch.setenv("APP_ENV", "production")
     monkeypatch.setenv("DATA_DIR", str(tmp_path))
     yield tmp_path
-    runtime.merchants.cache_clear()
+    runtime._merchants.cache_clear()
 
 
 def test_the_web_app_names_every_problem_of_a_wrong_production_configuration(production):
