@@ -173,3 +173,42 @@ def test_a_webhook_needing_a_loop_read_without_a_token_waits_its_turn_uncounted(
     with h.ctx.sessions() as s:
         assert s.get(WebhookEvent, event_id).status == InboxStatus.DONE
     assert h.queue and h.queue[-1][0] == "create_rma"
+
+
+class RefusesTheAction:
+    """A limiter whose merchant runs out between the read and the action (as when the tokens a
+    step took ahead were fewer than its path needed)."""
+
+    def __init__(self):
+        self.calls = 0
+        self.waited_s = 0.0
+
+    def prepay(self, n: int) -> None:
+        pass
+
+    def give_back(self) -> None:
+        pass
+
+    def acquire(self) -> None:
+        self.calls += 1
+        if self.calls > 1:
+            from integration.errors import NoSlot
+
+            raise NoSlot("loop", "rate limit: no request slot for this merchant now", retry_after=30.0)
+
+
+def test_refused_after_its_claim_the_step_releases_it_and_acts_once_later(limited):
+    h = limited()
+    loop_id, rid = decided(h)
+    h.ctx.loop(h.merchant).limiter = RefusesTheAction()
+    h.drain(limit=1)
+    ret = h.ret(rid)
+    assert ret.state == lc.DECIDED and ret.loop_action_claimed_at is None and ret.loop_call_sent_at is None
+    assert loop_actions(h, loop_id) == [] and ret.step_attempts == 0
+    assert [(s, t) for s, t, _ in h.delayed] == [("act_in_loop", rid)]  # 30 s: within a sweep's horizon
+
+    h.ctx.loop(h.merchant).limiter = TokenBucket(fakeredis.FakeRedis(), "fresh", 60, burst=4)
+    h.queue += [("act_in_loop", rid), ("act_in_loop", rid)]  # its delayed message, and a duplicate
+    h.drain()
+    assert h.ret(rid).state == lc.LOOP_ACTIONED
+    assert [a["action"] for a in loop_actions(h, loop_id)] == ["process"]  # acted once
