@@ -107,7 +107,7 @@ def test_a_short_wait_is_published_with_that_delay_not_slept_on(limited, monkeyp
 
 def test_the_step_takes_its_calls_tokens_at_once_and_uses_exactly_those(limited):
     h = limited(per_minute=1, burst=4)
-    loop_id, rid = decided(h)
+    _, rid = decided(h)
     key = h.ctx.loop(h.merchant).limiter.key
     before = float(h.redis.hget(key, "tokens"))
     h.drain()  # a process decision: the state read and the call, two tokens
