@@ -1,23 +1,23 @@
 """6. Merchant fairness: one merchant's burst against the others' trickle, on one deployment.
 
-`Stack` (Valkey, both sandboxes, gunicorn, Celery `worker` and `loopworker`, beat) with
-MERCHANTS merchants, each with its own Loop API key; the Loop sandbox limits every key on its
-own (LIMIT requests a minute, a sliding minute per key, as Loop does) and adds LOOP_LATENCY_MS
-to each call; our buckets run at BUCKET_SHARE of it. Returns are written into our database as
-`decided` (a process decision, RA number set; their Loop records created in the sandbox
-beforehand) and their `act_in_loop` published, as `decide` does: what is measured is the Loop
-stage, decision → Loop action (`loop_actioned_at`, the moment the process call left).
+`Stack` (Valkey, both sandboxes, gunicorn, Celery `worker` and `loopworker`, beat) with 20
+merchants, each with its own Loop API key; the Loop sandbox limits every key on its own (300
+requests a minute, a sliding minute per key, as Loop does) and adds 80 ms to each call; our
+buckets run at 95% of it. Returns are written into our database as `decided` (a process
+decision, RA number set; their Loop records created in the sandbox beforehand) and their
+`act_in_loop` published, as `decide` does: what is measured is the Loop stage, decision → Loop
+action (`loop_actioned_at`, the moment the process call left).
 
-- Alone: the quiet merchants (all but one) each decide a return every QUIET_GAP_S seconds.
-- Burst: the same trickle goes on while the bursting merchant decides BURST returns, published
-  at BURST_RATE a second (`--fairness-rate 0`: all at once).
+- Alone: the quiet merchants (all but one) each decide a return every 10 s.
+- Burst: the same trickle goes on while the bursting merchant decides its burst (5,000 by
+  default, `--fairness-burst`), published at 100 a second (`--fairness-rate`; 0: all at once).
 
 Targets, as ratios within the one run: the quiet merchants' p95 decision → action during the
 burst within 2x their p95 alone; the bursting merchant's Loop requests a minute (counted by the
 sandbox for its key, after a warm-up) at least 0.9 of its limit. And what 1,000 configured
 merchants cost the beat (its fan-out of both per-merchant jobs, published to a real Valkey) and
 the sweeper (a cycle over 1,000 merchants' open returns, publishing to the same Valkey), in
-CPU seconds of this process per cycle, each beside the same at MERCHANTS merchants.
+CPU seconds of this process per cycle, each beside the same at 20 merchants.
 """
 from __future__ import annotations
 
