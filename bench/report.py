@@ -68,6 +68,36 @@ def render(results: list[Result], *, command: str, host: dict, started_at: datet
     return "\n".join(out).rstrip() + "\n"
 
 
+def splice(existing: str, results: list[Result], *, command: str, host: dict, started_at: datetime,
+           load_after: str) -> str:
+    """`existing` with each result's section replaced (or added before the recommendations),
+    the section carrying its own run's command, date, machine and summary rows."""
+    text = existing
+    for r in results:
+        section = [f"## {r.name}", "",
+                   f"Run on its own: `{command}`, {started_at.strftime('%Y-%m-%d %H:%M UTC')}, "
+                   f"{r.elapsed_s / 60:.1f} minutes, on {host['cpus']} CPUs ({host['cpu_model']}), "
+                   f"{host['memory']} RAM, Python {host['python']}; load average {host['load_avg']} at the "
+                   f"start, {load_after} at the end.", "", *markdown_table([r]), ""]
+        if r.notes:
+            section += ["Targets missed, and why:", "", *[f"- {n}" for n in r.notes], ""]
+        if r.error:
+            section += [f"Failed: `{r.error}`", ""]
+        section += r.details + [""]
+        body = "\n".join(section).rstrip() + "\n\n"
+        head = f"## {r.name}\n"
+        if head in text:
+            start = text.index(head)
+            end = text.find("\n## ", start + len(head))
+            text = text[:start] + body + (text[end + 1:] if end != -1 else "")
+        elif "## Recommendations\n" in text:
+            at = text.index("## Recommendations\n")
+            text = text[:at] + body + text[at:]
+        else:
+            text = text.rstrip() + "\n\n" + body
+    return text.rstrip() + "\n"
+
+
 def recommendations(by_name: dict[str, Result]) -> list[str]:
     """What to change where a target is missed (or close), with the evidence from this run."""
     out = ["## Recommendations", "",

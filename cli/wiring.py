@@ -60,7 +60,7 @@ def context(settings: Settings, merchants: dict[str, Merchant], publish: bool = 
     needed (nor started)."""
     url = ensure_redis_url(settings.data_dir) if publish else None
     app = publisher(url) if url else None
-    send = (lambda task, args: app.send_task(task, args=args)) if app is not None else None
+    send = (lambda task, args, **kw: app.send_task(task, args=args, **kw)) if app is not None else None
     return Context.for_service(settings, merchants, session_factory(settings.database_url), send,
                                redis_pool.client(url) if url else None)
 

@@ -36,3 +36,9 @@ class NotFound(FinalError):
 
 class StepFailed(Exception):
     """A workflow step cannot go on; the return is parked as needs_attention with this reason."""
+
+
+class NoSlot(NotSent):
+    """Our own per-merchant limit said no before anything was sent (no Loop token, or the
+    merchant's RLM calls at their cap): the step is rescheduled for `retry_after`, not retried
+    by backoff, and no worker slot waits for it."""

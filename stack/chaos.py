@@ -239,7 +239,7 @@ def retry_parked(stack: Stack, demo: Demo, tracked) -> int:
 
     publisher = make_publisher(stack.redis_url)
     ctx = Context.for_service(load_settings(), load_merchants(), session_factory(stack.env["DATABASE_URL"]),
-                              lambda task, args: publisher.send_task(task, args=args), None)
+                              lambda task, args, **kw: publisher.send_task(task, args=args, **kw), None)
     retried = 0
     for t in tracked:
         demo.refresh(t)

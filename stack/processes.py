@@ -92,7 +92,8 @@ class Stack:
         self.workdir.mkdir(parents=True, exist_ok=True)
         (self.workdir / "logs").mkdir(exist_ok=True)
         for name in ("web", "loop", "rlm", "flower", "valkey"):
-            self.ports[name] = FIXED_PORTS.get(name, 0) if self.fixed_ports else 0
+            # A port chosen by the caller stays (its merchants' configuration names it).
+            self.ports[name] = self.ports.get(name) or (FIXED_PORTS.get(name, 0) if self.fixed_ports else 0)
             self.ports[name] = self.ports[name] or free_port()
         self._start_database()
         self._start_valkey()

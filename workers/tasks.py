@@ -12,7 +12,7 @@ import redis
 from sqlalchemy.exc import OperationalError
 from sqlalchemy.orm.exc import StaleDataError
 
-from integration.errors import RetryableError
+from integration.errors import NoSlot, RetryableError
 from integration.infra import redis_pool
 from integration.infra.locks import single_run
 from integration.store import retention
@@ -28,7 +28,7 @@ from integration.workflow.steps import (
     Step,
 )
 
-from . import runtime
+from . import fanout, runtime
 from .celery_app import app
 
 log = logging.getLogger(__name__)
@@ -37,6 +37,7 @@ log = logging.getLogger(__name__)
 TRANSIENT = (RetryableError, StaleDataError, OperationalError, redis.ConnectionError)
 
 PERIODIC_TASK = {p.name: p.task for p in PERIODIC}
+PERIODIC_BY_NAME = {p.name: p for p in PERIODIC}
 
 _context: Context | None = None
 
@@ -46,7 +47,7 @@ def context() -> Context:
     merchants = runtime.merchants()
     if _context is None:
         _context = Context.for_service(runtime.settings(), merchants, runtime.sessions(),
-                                       lambda task, args: app.send_task(task, args=args), _redis())
+                                       lambda task, args, **kw: app.send_task(task, args=args, **kw), _redis())
     elif _context.merchants is not merchants:  # the merchants table changed: no restart needed
         _context = replace(_context, merchants=merchants, _loop={}, _rlm={})
     return _context
@@ -120,26 +121,52 @@ def _step_task(step: Step):
 STEP_TASKS = {step.name: _step_task(step) for step in STEPS}
 
 
-def _each_merchant(fn, what: str) -> None:
-    for name in runtime.merchants():
+def _fan_out(periodic: str, job: str) -> int:
+    """The beat's job: one task per merchant (workers/fanout.py), nothing else."""
+    p = PERIODIC_BY_NAME[periodic]
+    assert p.per_merchant is not None
+    task = p.per_merchant
+    interval = float(getattr(runtime.settings(), p.every))
+    with app.producer_or_acquire() as producer:  # one connection for the whole fan-out
+        return fanout.fan_out(_redis(), job, runtime.merchants(), interval,
+                              lambda name: app.send_task(task, args=[name], producer=producer))
+
+
+def _for_merchant(job: str, merchant: str, lock_s: float, fn, what: str) -> None:
+    """One merchant's run, under its own lock (an overlapping run does nothing). Its merchant
+    without a free slot (NoSlot): skipped, the next run picks up from the same cursor."""
+    fanout.started(_redis(), job, merchant)
+    if merchant not in runtime.merchants():
+        return  # removed since the fan-out
+    with _single(f"{job}:{merchant}", timeout=lock_s) as mine:
+        if not mine:
+            return
         try:
-            fn(context(), name)
-        except Exception:  # one merchant's outage must not stop the others' polling
-            log.exception("%s failed for merchant %s", what, name)
+            fn(context(), merchant)
+        except NoSlot as exc:
+            log.info("%s skipped for merchant %s until its next run: %s", what, merchant, exc.message)
+        except Exception:  # logged here: the next run tries again, nothing to retry now
+            log.exception("%s failed for merchant %s", what, merchant)
 
 
 @app.task(name=PERIODIC_TASK["poll-rlm-receipts"], acks_late=True)
 def poll_receipts() -> None:
-    with _single("poll_receipts", timeout=15) as mine:
-        if mine:
-            _each_merchant(receiving.poll_receipts, "receipt poll")
+    _fan_out("poll-rlm-receipts", "poll_receipts")
+
+
+@app.task(name=PERIODIC_BY_NAME["poll-rlm-receipts"].per_merchant, acks_late=True)
+def poll_receipts_for(merchant: str) -> None:
+    _for_merchant("poll_receipts", merchant, 15, receiving.poll_receipts, "receipt poll")
 
 
 @app.task(name=PERIODIC_TASK["reconcile-loop"], acks_late=True)
 def reconcile_loop() -> None:
-    with _single("reconcile", timeout=300) as mine:
-        if mine:
-            _each_merchant(reconcile.reconcile_loop, "Loop reconciliation")
+    _fan_out("reconcile-loop", "reconcile")
+
+
+@app.task(name=PERIODIC_BY_NAME["reconcile-loop"].per_merchant, acks_late=True)
+def reconcile_for(merchant: str) -> None:
+    _for_merchant("reconcile", merchant, 300, reconcile.reconcile_loop, "Loop reconciliation")
 
 
 @app.task(name=PERIODIC_TASK["sweep"], acks_late=True)

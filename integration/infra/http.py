@@ -18,7 +18,7 @@ import requests
 from tenacity import retry, retry_if_exception, stop_after_attempt
 from urllib3.exceptions import NewConnectionError
 
-from integration.errors import FinalError, NotFound, NotSent, RetryableError, UpstreamError
+from integration.errors import FinalError, NoSlot, NotFound, NotSent, RetryableError, UpstreamError
 
 RETRYABLE_4XX = {408, 429}  # request timeout, rate limit; every 5xx is retryable too
 # Broken connections mid-answer are as transient as refused ones.
@@ -142,6 +142,9 @@ def never_sent(exc: BaseException) -> bool:
 
 
 def _quickly_retryable(exc: BaseException) -> bool:
+    # Our own per-merchant limits: the step is rescheduled; a quick re-send would sleep here.
+    if isinstance(exc, NoSlot):
+        return False
     return isinstance(exc, RetryableError) and (exc.retry_after or 0.0) <= QUICK_RETRY_MAX_WAIT_S
 
 

@@ -76,7 +76,7 @@ class LoopClient:
         self._key = api_key
         self.timeout = timeout
         self.http = session or requests.Session()
-        self.limiter = limiter  # shared rate limiter (acquire() blocks or raises RetryableError)
+        self.limiter = limiter  # shared rate limiter: acquire() takes a token or raises NoSlot, never sleeps
         self.read_retries = read_retries
 
     def _request(self, method: str, path_or_url: str, *, retries: int = 0,

@@ -46,14 +46,22 @@ class Transport(Protocol):
 class JsonTransport:
     def __init__(self, base_url: str, company: int, username: str, key: str, *,
                  timeout: tuple[float, float] = (10.0, 60.0), session: requests.Session | None = None,
-                 retries: int = 2):
+                 retries: int = 2, slots=None):
         self.base = f"{base_url.rstrip('/')}/api/v1/companies/{company}"
+        # The merchant's cap on concurrent RLM calls (integration.infra.semaphore), if any.
+        self.slots = slots
         self.timeout = timeout
         self.retries = retries  # quick re-sends of calls that are safe to repeat
         self.http = session or requests.Session()
         self.http.auth = (username, key)
 
     def call(self, method, path, *, idempotent, params=None, json=None, headers=None):
+        if self.slots is None:
+            return self._call(method, path, idempotent=idempotent, params=params, json=json, headers=headers)
+        with self.slots.held():
+            return self._call(method, path, idempotent=idempotent, params=params, json=json, headers=headers)
+
+    def _call(self, method, path, *, idempotent, params=None, json=None, headers=None):
         response = send(self.http, SYSTEM, method, f"{self.base}{path}", timeout=self.timeout,
                         retries=self.retries if idempotent else 0, describe=describe_error,
                         params=params, json=json, headers=headers)

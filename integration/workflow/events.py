@@ -6,16 +6,16 @@ from datetime import timedelta
 
 from sqlalchemy.exc import IntegrityError
 
-from integration.errors import NotFound
+from integration.errors import NoSlot, NotFound
 from integration.merchants import Merchant
-from integration.store.db import session_scope
+from integration.store.db import after_commit, session_scope
 from integration.store.models import OPEN_EVENTS, InboxStatus, Return, WebhookEvent
 from integration.store.retention import finish_event
 from integration.store.status import find_return, lock_return
 from integration.workflow import lifecycle as lc
 from integration.workflow.context import Context
 from integration.workflow.mapping import money, rma_ref, ship_from, unit_from_loop
-from integration.workflow.runner import schedule
+from integration.workflow.runner import schedule, slot_horizon_s
 
 
 def handle_event(ctx: Context, event_id: int) -> None:
@@ -38,6 +38,8 @@ def handle_event(ctx: Context, event_id: int) -> None:
             _return_event(ctx, merchant, payload)
         except NotFound:
             return _finish_event(ctx, event_id, InboxStatus.FAILED, "Loop does not know this return")
+        except NoSlot as exc:  # no Loop token for the re-read now: come back, holding no slot
+            return _defer_event(ctx, event_id, exc.retry_after or 1.0)
     else:
         return _finish_event(ctx, event_id, InboxStatus.IGNORED, f"topic {topic} is not acted on")
     _finish_event(ctx, event_id, InboxStatus.DONE, None)
@@ -79,6 +81,22 @@ def _finish_event(ctx: Context, event_id: int, status: InboxStatus, error: str |
         ev = s.get(WebhookEvent, event_id)
         if ev is not None:
             finish_event(ev, status, error)
+
+
+def _defer_event(ctx: Context, event_id: int, wait_s: float) -> None:
+    """Handle the row again once its merchant has a Loop token: published with that delay if
+    soon, else left for the sweeper at its due time. Our own limit's refusal is no attempt."""
+    delayed = ctx.enqueue_in is not None and wait_s <= slot_horizon_s(ctx)
+    with session_scope(ctx.sessions) as s:
+        ev = s.get(WebhookEvent, event_id, with_for_update=True)
+        if ev is None or ev.status != InboxStatus.PROCESSING:
+            return
+        ev.status, ev.attempts = InboxStatus.RECEIVED, max(0, ev.attempts - 1)
+        ev.next_attempt_at = ctx.now() + timedelta(
+            seconds=wait_s + (ctx.settings.stuck_after_s if delayed else 0.0))
+        if delayed and ctx.enqueue_in is not None:
+            enqueue_in = ctx.enqueue_in
+            after_commit(s, lambda: enqueue_in("handle_event", event_id, wait_s))
 
 
 def fail_event(ctx: Context, event_id: int, error: str) -> None:

@@ -67,6 +67,7 @@ class Wait(StrEnum):
     STEP = "step"  # its state's step was sent: due when that step should long have finished
     GOODS = "goods"  # the warehouse: due when decide can decide without more receipts
     LOOP_OUTCOME = "loop_outcome"  # Loop to show our process call's outcome: due at the next read
+    SLOT = "slot"  # its merchant's Loop token or RLM call slot: due when one should be free
     PERSON = "person"  # needs_attention: never due; an operator retries
     PERSON_IN_LOOP = "person_in_loop"  # shadow_decided: never due; Loop's news moves it on
 

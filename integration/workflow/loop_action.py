@@ -22,7 +22,13 @@ from integration.workflow.grading import grades
 from integration.workflow.runner import StepRun, Superseded, as_utc, locked, schedule, step
 
 
-@step(requires={lc.DECIDED})
+def loop_calls_needed(snap: Return) -> int:
+    """Loop requests of one act_in_loop run, their tokens taken before it starts: the state read
+    and the action, and a flag's note (best-effort grading takes its own, or is skipped)."""
+    return 3 if snap.decision == rules.FLAG else 2
+
+
+@step(requires={lc.DECIDED}, loop_calls=loop_calls_needed)
 def act_in_loop(run: StepRun) -> None:
     """Send the decision to Loop, at most once per return unless a person confirms a re-send.
 

@@ -73,9 +73,14 @@ class StepFn(Protocol):
     def __call__(self, ctx: Context, return_id: int) -> None: ...
 
 
-def step(*, requires: Collection[str]) -> Callable[[Callable[[StepRun], None]], StepFn]:
+def step(*, requires: Collection[str],
+         loop_calls: Callable[[Return], int] | None = None) -> Callable[[Callable[[StepRun], None]], StepFn]:
     """A workflow step that runs only while its return is in one of `requires`: a message for a
-    return that has moved on (a duplicate, a late retry) is a no-op."""
+    return that has moved on (a duplicate, a late retry) is a no-op.
+
+    `loop_calls`: how many Loop requests the step makes for this return; their tokens are taken
+    at once before it starts (Context.loop_calls), or the step is rescheduled (NoSlot) before
+    anything is read or sent."""
     states = frozenset(requires)
 
     def wrap(body: Callable[[StepRun], None]) -> StepFn:
@@ -85,7 +90,11 @@ def step(*, requires: Collection[str]) -> Callable[[Callable[[StepRun], None]], 
             if snap is None or snap.state not in states:
                 return
             try:
-                body(StepRun(ctx, return_id, snap, states))
+                if loop_calls is None:
+                    body(StepRun(ctx, return_id, snap, states))
+                else:
+                    with ctx.loop_calls(snap.merchant, loop_calls(snap)):
+                        body(StepRun(ctx, return_id, snap, states))
             except Superseded:
                 return
 
@@ -114,6 +123,40 @@ def send_step(ctx: Context, s: Session, ret: Return, step_name: str) -> None:
     the sweeper sends it again once STUCK_AFTER_S has passed."""
     lc.set_wait(ret, lc.Wait.STEP, ctx.now() + timedelta(seconds=ctx.settings.stuck_after_s))
     enqueue_after_commit(ctx, s, step_name, ret.id)
+
+
+def send_step_in(ctx: Context, s: Session, ret: Return, step_name: str, seconds: float) -> None:
+    """Publish the step for delivery `seconds` from now, the lease running from then."""
+    if ctx.enqueue_in is None:  # no delayed delivery here: sent now, it looks again at once
+        send_step(ctx, s, ret, step_name)
+        return
+    lc.set_wait(ret, lc.Wait.STEP, ctx.now() + timedelta(seconds=seconds + ctx.settings.stuck_after_s))
+    enqueue_in, return_id = ctx.enqueue_in, ret.id
+    after_commit(s, lambda: enqueue_in(step_name, return_id, seconds))
+
+
+def slot_horizon_s(ctx: Context) -> float:
+    """How far ahead a step waiting for a slot is published with a delay, rather than left to
+    the sweeper: a little over one sweep, so no sweep's gap delays it (and no broker holds
+    delayed messages for long)."""
+    return 1.5 * ctx.settings.sweep_interval_s
+
+
+def defer_step(ctx: Context, return_id: int, step_name: str, requires: Collection[str],
+               wait_s: float) -> None:
+    """Its merchant has no Loop token or RLM call slot for the step now (NoSlot): come back
+    when one is due, holding no worker slot meanwhile. Soon: the step is published with that
+    delay. Later: the return waits for it (Wait.SLOT) and the sweeper publishes it near then.
+    Not an attempt: a merchant's backlog parks nothing."""
+    with locked(ctx, return_id) as (s, ret):
+        if ret is None or ret.state not in requires:
+            return
+        if wait_s <= slot_horizon_s(ctx):
+            send_step_in(ctx, s, ret, step_name, wait_s)
+        else:
+            deadline = ret.wait_deadline
+            lc.set_wait(ret, lc.Wait.SLOT, ctx.now() + timedelta(seconds=wait_s))
+            ret.wait_deadline = deadline  # a Loop outcome's window runs on regardless
 
 
 def schedule(ctx: Context, s: Session, ret: Return) -> None:

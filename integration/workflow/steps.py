@@ -14,14 +14,14 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from integration.errors import FinalError, StepFailed
+from integration.errors import FinalError, NoSlot, StepFailed
 from integration.settings import env_float
 from integration.workflow import lifecycle as lc
 from integration.workflow.context import Context
 from integration.workflow.loop_action import act_in_loop
 from integration.workflow.receiving import decide
 from integration.workflow.rma import cancel_rma, close_rma, create_rma, transmit_rma
-from integration.workflow.runner import StepFn, park_return
+from integration.workflow.runner import StepFn, defer_step, park_return
 
 
 @dataclass(frozen=True)
@@ -84,15 +84,18 @@ class Periodic:
     task: str
     every: str  # the Settings attribute holding its interval in seconds
     what: str
+    # The task run once per merchant, which `task` fans out to (None: one run for everyone), so
+    # one merchant's slow system never delays another's turn.
+    per_merchant: str | None = None
 
 
 PERIODIC: tuple[Periodic, ...] = (  # names are RedBeat's keys: keep them across releases
     Periodic("poll-rlm-receipts", "rlm.poll_receipts", "receipt_poll_interval_s",
-             "RLM's receipt feed, per merchant"),
+             "RLM's receipt feed, per merchant", per_merchant="rlm.poll_receipts_for"),
     Periodic("sweep", "integration.sweep", "sweep_interval_s",
              "send the step of every due return and inbox row"),
     Periodic("reconcile-loop", "loop.reconcile", "reconcile_interval_s",
-             "Loop's returns list since the last pull"),
+             "Loop's returns list since the last pull", per_merchant="loop.reconcile_for"),
     Periodic("purge-old-data", "integration.purge", "retention_interval_s",
              "retention: old bodies and details cleared"),
 )
@@ -103,6 +106,7 @@ PERIODIC: tuple[Periodic, ...] = (  # names are RedBeat's keys: keep them across
 TASK_QUEUES: dict[str, str] = {
     **{s.task: s.queue for s in STEPS},
     **{p.task: "periodic" for p in PERIODIC},
+    **{p.per_merchant: "periodic" for p in PERIODIC if p.per_merchant},
     HANDLE_EVENT: "default",
     DISPATCH_EVENTS: "default",
 }
@@ -110,10 +114,14 @@ QUEUES = ("periodic", "default", "erp", "loop")
 
 
 def run_step(ctx: Context, name: str, return_id: int) -> None:
-    """Run one step by name; a final failure parks the return at it (retryable errors propagate
-    to the task, which retries by the step's policy)."""
+    """Run one step by name; a final failure parks the return at it, a merchant without a free
+    slot reschedules it (other retryable errors propagate to the task, which retries by the
+    step's policy)."""
+    step = BY_NAME[name]
     try:
-        BY_NAME[name].run(ctx, return_id)
+        step.run(ctx, return_id)
+    except NoSlot as exc:  # our own per-merchant limit: nothing was sent, come back later
+        defer_step(ctx, return_id, name, step.requires, exc.retry_after or 1.0)
     except StepFailed as exc:
         park_return(ctx, return_id, name, str(exc))
     except FinalError as exc:

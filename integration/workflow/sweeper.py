@@ -14,15 +14,22 @@ from integration.store.models import OPEN_EVENTS, InboxStatus, Return, WebhookEv
 from integration.store.retention import finish_event
 from integration.workflow import lifecycle as lc
 from integration.workflow.context import Context
-from integration.workflow.runner import enqueue_after_commit, send_step
+from integration.workflow.runner import (
+    as_utc,
+    enqueue_after_commit,
+    send_step,
+    send_step_in,
+    slot_horizon_s,
+)
 from integration.workflow.steps import step_for_state
 
 
 def sweep(ctx: Context, batch: int = 500) -> dict[str, int]:
     """Counts: inbox rows handed out again (`events`), lost step messages sent again (`steps`),
-    waits come due (`due`), rows given up on (`parked`)."""
+    waits come due (`due`), steps waiting for a merchant's slot published ahead (`slots`), rows
+    given up on (`parked`)."""
     now = ctx.now()
-    counts = {"events": 0, "steps": 0, "due": 0, "parked": 0}
+    counts = {"events": 0, "steps": 0, "due": 0, "slots": 0, "parked": 0}
     with session_scope(ctx.sessions) as s:
         for ev in s.scalars(select(WebhookEvent).where(WebhookEvent.next_attempt_at <= now)
                             .order_by(WebhookEvent.next_attempt_at).limit(batch)):
@@ -56,6 +63,17 @@ def sweep(ctx: Context, batch: int = 500) -> dict[str, int]:
                 ret.step_attempts += 1  # its message was lost (or its worker died): send again
                 send_step(ctx, s, ret, step)
                 counts["steps"] += 1
+        # Slots due before the next sweep: published now, delivered when due, so a merchant's
+        # backlog reaches its limit at the rate the limit frees, not once per sweep.
+        horizon = now + timedelta(seconds=slot_horizon_s(ctx))
+        for ret in s.scalars(select(Return).where(Return.next_attempt_at > now,
+                                                  Return.next_attempt_at <= horizon,
+                                                  Return.waiting_for == lc.Wait.SLOT)
+                             .order_by(Return.next_attempt_at).limit(batch)):
+            step, due = step_for_state(ret.state), as_utc(ret.next_attempt_at)
+            if step is not None and due is not None:
+                send_step_in(ctx, s, ret, step, (due - now).total_seconds())
+                counts["slots"] += 1
     return counts
 
 

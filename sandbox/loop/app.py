@@ -5,6 +5,7 @@ Section numbers (§) refer to docs/loop-api.md.
 from __future__ import annotations
 
 import collections
+import hashlib
 import json
 import math
 import threading
@@ -49,6 +50,11 @@ TOO_MANY = {"message": "Too Many Attempts."}  # Loop documents no 429 body; this
 NOT_IN_SHOP = {"errors": {"code": "NOT_AUTHORIZED", "message": "Line item does not belong to this shop."}}
 
 
+def key_digest(key: str) -> str:
+    """How stats name an API key: the first 12 hex digits of its SHA-256."""
+    return hashlib.sha256(key.encode()).hexdigest()[:12]
+
+
 class Gate:
     """API key check and the per-key rate limit (sliding window), counting what each turns away.
 
@@ -67,6 +73,8 @@ class Gate:
             self.rejected = {"unauthorized": 0, "rate_limited": 0}
             # Requests let through, by "METHOD route" (`make bench` counts Loop calls per return).
             self.admitted: collections.Counter[str] = collections.Counter()
+            # ... and by API key (each key has its own limit), named by a digest, never the key.
+            self.admitted_by_key: collections.Counter[str] = collections.Counter()
 
     def admit(self, key: str | None, route: str = "",
               scope: str = "returns") -> tuple[dict[str, Any], int, dict[str, str]] | None:
@@ -88,6 +96,7 @@ class Gate:
                 return TOO_MANY, 429, self._retry_after(hits[0] + window - now)
             hits.append(now)
             self.admitted[route] += 1
+            self.admitted_by_key[key_digest(key)] += 1
             return None
 
     def _retry_after(self, wait_s: float) -> dict[str, str]:
@@ -119,9 +128,9 @@ class LoopSandbox:
 
     def stats(self) -> dict[str, Any]:
         with self.gate._lock:
-            admitted = dict(self.gate.admitted)
+            admitted, by_key = dict(self.gate.admitted), dict(self.gate.admitted_by_key)
         return {**self.store.stats(), **self.gate.rejected,
-                "api_requests": {"total": sum(admitted.values()), "by_route": admitted}}
+                "api_requests": {"total": sum(admitted.values()), "by_route": admitted, "by_key": by_key}}
 
     def shutdown(self) -> None:
         """Stop background work (processing timers, the delivery thread) so tests end cleanly."""

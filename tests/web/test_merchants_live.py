@@ -60,6 +60,16 @@ def test_periodic_jobs_skip_a_disabled_merchant(sessions, database_url, monkeypa
     live = live_merchants(database_url, keys)
     monkeypatch.setattr(runtime, "_merchants", lambda: live)
     monkeypatch.setattr(tasks, "context", lambda: None)
-    seen: list[str] = []
-    tasks._each_merchant(lambda _ctx, name: seen.append(name), "test job")
-    assert seen == ["beta"]
+    import fakeredis
+
+    client = fakeredis.FakeRedis()
+    monkeypatch.setattr(tasks, "_redis", lambda: client)
+    sent: list[str] = []
+    monkeypatch.setattr(tasks.app, "send_task", lambda name, args=None, **kw: sent.append(args[0]))
+    tasks.poll_receipts.run()  # the beat's job: one task per merchant in effect
+    assert sent == ["beta"]
+    ran: list[str] = []
+    monkeypatch.setattr(tasks.receiving, "poll_receipts", lambda _ctx, name: ran.append(name))
+    tasks.poll_receipts_for.run("acme")  # queued before acme was disabled: does nothing
+    tasks.poll_receipts_for.run("beta")
+    assert ran == ["beta"]

@@ -258,7 +258,7 @@ def test_a_decided_return_waiting_its_turn_behind_loops_rate_limit_is_left_alone
     h.ctx.loop_backlog = lambda: int(settings.loop_requests_per_minute * settings.stuck_after_s / 60)
     for n in range(1, settings.max_event_attempts + 3):
         later(h, n * (settings.stuck_after_s + 1))
-        assert sweep(h.ctx) == {"events": 0, "steps": 0, "due": 0, "parked": 0}
+        assert sweep(h.ctx) == {"events": 0, "steps": 0, "due": 0, "slots": 0, "parked": 0}
     assert h.ret(rid).state == lc.DECIDED and h.queue == []
     h.ctx.loop_backlog = lambda: 3  # the queue drained without reaching it: it was lost after all
     later(h, (settings.max_event_attempts + 3) * (settings.stuck_after_s + 1))

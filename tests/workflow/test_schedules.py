@@ -56,7 +56,7 @@ def test_a_partial_receipt_waits_for_the_grace_and_the_sweeper_decides_then(harn
     assert (ret.state, ret.waiting_for) == (lc.PARTIALLY_RECEIVED, lc.Wait.GOODS)
     assert as_utc(ret.next_attempt_at) == as_utc(ret.first_receipt_at) + timedelta(seconds=3600)
     later(h, (as_utc(ret.next_attempt_at) - h.ctx.now()).total_seconds() - 60)
-    assert sweep(h.ctx) == {"events": 0, "steps": 0, "due": 0, "parked": 0} and h.queue == []
+    assert sweep(h.ctx) == {"events": 0, "steps": 0, "due": 0, "slots": 0, "parked": 0} and h.queue == []
     later(h, 120)
     assert sweep(h.ctx)["due"] == 1 and h.queue == [("decide", rid)]
     h.drain()
@@ -71,7 +71,7 @@ def test_a_return_not_due_is_left_alone_however_old_its_last_update(harness_for)
         ret.updated_at -= timedelta(days=60)  # what the old sweeper took for a stall
         s.commit()
     later(h, 24 * 3600)
-    assert sweep(h.ctx) == {"events": 0, "steps": 0, "due": 0, "parked": 0}
+    assert sweep(h.ctx) == {"events": 0, "steps": 0, "due": 0, "slots": 0, "parked": 0}
     assert h.queue == []
 
 
