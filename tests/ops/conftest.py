@@ -5,7 +5,7 @@ import pytest
 from click.testing import CliRunner
 
 from cli.main import main
-from tests.stack.helpers import new_return, receive, wait_for_state
+from tests.stack.helpers import new_return, our_view, receive, wait_for, wait_for_state
 
 
 @pytest.fixture(scope="session")
@@ -14,7 +14,10 @@ def flagged_return(stack) -> dict:
     loop_id = new_return(stack, 201)
     view = wait_for_state(stack, loop_id, "transmitted")
     receive(stack, view["rma_number"], "damaged")
-    return wait_for_state(stack, loop_id, "complete")
+    wait_for_state(stack, loop_id, "complete")
+    # Loop's `return.updated` (open -> review) may reach us just after the return completes.
+    return wait_for(lambda: (v := our_view(stack, loop_id)).get("loop_state") == "review" and v,
+                    what=f"Loop's review state of {loop_id}")
 
 
 @pytest.fixture
