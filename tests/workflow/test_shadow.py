@@ -65,7 +65,7 @@ def test_a_shadow_merchants_return_is_decided_and_recorded_but_nothing_reaches_l
     assert h.rlm_ra(ra)["status"] == "RECEIVED"  # the RMA stays open for the person's action
     # Nothing is due: sweeps and repeated messages of the Loop step change nothing.
     later(h, 7 * 86400)
-    assert sweep(h.ctx) == {"events": 0, "steps": 0, "due": 0, "parked": 0}
+    assert sweep(h.ctx) == {"events": 0, "steps": 0, "due": 0, "parked": 0, "slots": 0}
     steps.run_step(h.ctx, "act_in_loop", rid)
     assert h.ret(rid).state == lc.SHADOW_DECIDED and loop_calls(h, loop_id) == {}
 
