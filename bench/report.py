@@ -52,7 +52,8 @@ def _runs(results: list[Result]) -> list[str]:
             + (f", {run['minutes']:.1f} minutes" if run.get("minutes") is not None else "")
             + f"; {host.get('cpus')} CPUs ({host.get('cpu_model')}), {host.get('memory')} RAM, {host.get('os')}, "
             f"Python {host.get('python')}; load average (1/5/15 min) {host.get('load_avg')} at the start, "
-            f"{run.get('load_after')} at the end")
+            f"{run.get('load_after')} at the end"
+            + (f" (carried over from {run['source']})" if run.get("source") else ""))
     return out
 
 
