@@ -45,8 +45,9 @@ LOADGEN_PROCESSES = 2
 
 
 class Server:
-    def __init__(self, workdir: Path, database_url: str, app: str = "web:create_app()"):
+    def __init__(self, workdir: Path, database_url: str, app: str = "web:create_app()", db_cpu=lambda: 0.0):
         self.workdir = workdir
+        self.db_cpu = db_cpu  # CPU seconds of PostgreSQL's server processes so far (0 on SQLite)
         (workdir / "logs").mkdir(parents=True, exist_ok=True)  # also makes workdir
         self.valkey, self.redis_url = start_valkey(workdir / "valkey")
         self.database_url = database_url
@@ -90,7 +91,7 @@ class Load:
     def run(self, path: str, *, duration_s: float, concurrency: int, rate: float | None = None,
             warmup_s: float = 1.0, expect_rate: float = 3000.0) -> dict:
         procs = []
-        server_cpu0 = self.server.cpu_s()
+        server_cpu0, db_cpu0 = self.server.cpu_s(), self.server.db_cpu()
         per_proc_count = int(expect_rate * (duration_s + 1) / LOADGEN_PROCESSES) + 100
         for n in range(LOADGEN_PROCESSES):
             spec = {"host": "127.0.0.1", "port": self.server.port, "path": path, "secret": SECRET,
@@ -108,6 +109,8 @@ class Load:
             out, _ = proc.communicate(timeout=duration_s + 120)
             parts.append(json.loads(out.strip().splitlines()[-1]))
         server_cpu = self.server.cpu_s() - server_cpu0
+        db_cpu = self.server.db_cpu() - db_cpu0
+        answered = max(1, sum(sum(p["answered"].values()) for p in parts))
         latencies = [x for p in parts for x in p["latencies"]]
         statuses: dict[str, int] = {}
         errors: dict[str, int] = {}
@@ -124,8 +127,9 @@ class Load:
                 "statuses": statuses, "errors": errors, "exhausted": any(p["exhausted"] for p in parts),
                 "sent": sum(p["sent"] for p in parts), "loadgen_cpu_s": sum(p["cpu_s"] for p in parts),
                 "measured_s": measured,
-                # CPU the server spent per answered request (warm-up and ramp included).
-                "server_cpu_ms": 1000 * server_cpu / max(1, sum(sum(p["answered"].values()) for p in parts))}
+                # CPU the server spent per answered request (warm-up and ramp included), and on
+                # PostgreSQL its server processes (SQLite's work is in the server's CPU already).
+                "server_cpu_ms": 1000 * server_cpu / answered, "db_cpu_ms": 1000 * db_cpu / answered}
 
 
 def describe(run: dict) -> str:
@@ -135,8 +139,9 @@ def describe(run: dict) -> str:
         extra += f", errors {run['errors']}"
     if run["exhausted"]:
         extra += ", ran out of prepared payloads"
+    db = f" + {run['db_cpu_ms']:.2f} ms in PostgreSQL" if run.get("db_cpu_ms") else ""
     return (f"| `{run['path']}` | {mode} | {run['rps']:.0f} | {ms(run['p50'])} | {ms(run['p99'])} | "
-            f"{run['server_cpu_ms']:.2f} ms | {run['n']} | {json.dumps(run['statuses'])}{extra} |")
+            f"{run['server_cpu_ms']:.2f} ms{db} | {run['n']} | {json.dumps(run['statuses'])}{extra} |")
 
 
 def main(quick: bool = False, what_if: bool = True, db: str = "sqlite") -> Result:
@@ -150,7 +155,7 @@ def _main(dbs: Databases, workdir: Path, quick: bool, what_if: bool) -> Result:
     duration = 4.0 if quick else 8.0
     levels = (8, 16) if not quick else (16,)
     database = dbs.label()
-    server = Server(workdir / "real", dbs.new("receiver"))
+    server = Server(workdir / "real", dbs.new("receiver"), db_cpu=dbs.server_cpu_s)
     load = Load(server, workdir)
     try:
         for path in (BASELINE, RECEIVER):  # warm both (imports, connections, SQLite pages)
@@ -194,7 +199,9 @@ def _main(dbs: Databases, workdir: Path, quick: bool, what_if: bool) -> Result:
         f"{LOADGEN_PROCESSES} separate processes (`bench/loadgen.py`, `http.client` keep-alive "
         "connections), sending distinct `return.created` deliveries signed before the clock starts. "
         "No Celery worker runs: the messages queue up in the broker. Server CPU per request is the "
-        "gunicorn processes' CPU time over the run divided by the requests answered.",
+        "gunicorn processes' CPU time over the run divided by the requests answered"
+        + ("; `+ x ms in PostgreSQL` is the database server's processes' CPU the same way (it shares "
+           "the 2 cores; SQLite's work is inside the gunicorn processes)." if dbs.kind == "postgres" else "."),
         "",
         "| Endpoint | Load | req/s | p50 | p99 | server CPU per request | requests | statuses |",
         "|---|---|---|---|---|---|---|---|",
@@ -211,7 +218,8 @@ def _main(dbs: Databases, workdir: Path, quick: bool, what_if: bool) -> Result:
         result.details += [
             "",
             "Where the receiver's CPU goes, each step timed on its own in one process (`bench/phases.py`, "
-            "no HTTP server; ms of CPU per delivery):",
+            "no HTTP server; ms of CPU per delivery" + ("; PostgreSQL's own work, in its server processes, is "
+                                                        "not in these" if dbs.kind == "postgres" else "") + "):",
             "",
             "| Step | CPU |",
             "|---|---|",
@@ -263,7 +271,7 @@ LEAN_RAW = "/bench/lean-raw/demo"
 
 
 def _what_if(workdir: Path, dbs: Databases, duration: float) -> list[dict]:
-    server = Server(workdir / "lean", dbs.new("lean"), app="bench.lean_receiver:create_app()")
+    server = Server(workdir / "lean", dbs.new("lean"), app="bench.lean_receiver:create_app()", db_cpu=dbs.server_cpu_s)
     load = Load(server, workdir)
     try:
         paths = (BASELINE, LEAN_RAW)
