@@ -1,6 +1,8 @@
 """The summary table and docs/benchmarks.md."""
 from __future__ import annotations
 
+import re
+
 from .common import Result, Row
 from .database import DATABASES, LABELS
 from .figures import ORDER
@@ -57,6 +59,14 @@ def _runs(results: list[Result]) -> list[str]:
     return out
 
 
+_SIZE = re.compile(r" at ([\d,]+)")
+
+
+def _size(label: str) -> int:
+    found = _SIZE.search(label)
+    return int(found.group(1).replace(",", "")) if found else 0
+
+
 def side_by_side(by_db: dict[str, list[Result]]) -> list[str]:
     """The summary: one line per figure, each database's measurement beside the other's."""
     dbs = list(by_db)
@@ -64,7 +74,10 @@ def side_by_side(by_db: dict[str, list[Result]]) -> list[str]:
     for db in dbs:
         for row in _rows(by_db[db]):
             rows.setdefault(row.benchmark, {})[db] = row
-    names = sorted(rows, key=lambda label: (label.split(".", 1)[0], list(rows).index(label)))
+    # By benchmark, then figure, then size: a quick run's 10,000 sits beside a full run's 100,000.
+    shapes = list(dict.fromkeys(_SIZE.sub(" at N", label) for label in rows))
+    names = sorted(rows, key=lambda label: (label.split(".", 1)[0], shapes.index(_SIZE.sub(" at N", label)),
+                                            _size(label)))
     head = "| Benchmark | Target | " + " | ".join(
         f"{LABELS[db]}: measured | baseline / bound | ratio | " for db in dbs) + "|"
     out = [head, "|---|---|" + "---|---|---|---|" * len(dbs)]

@@ -5,7 +5,7 @@ import json
 
 from bench import figures
 from bench.common import Result, Row
-from bench.report import render
+from bench.report import render, side_by_side
 
 RUN = {"command": "make bench", "date": "2026-12-02 16:00 UTC", "host": {"cpus": "2"}}
 
@@ -63,3 +63,17 @@ def test_figures_survive_the_json_round_trip(tmp_path):
     (back,) = figures.load(path)
     assert back.rows == result.rows and back.run == RUN
     assert back.extra["1000"]["cpu_s"] is None
+
+
+def test_the_summary_puts_each_size_of_a_figure_together():
+    def row(label: str) -> Row:
+        return Row(label, "x", "b", "1", "t", True)
+
+    full = Result("Sweeper cost", rows=[row("5. Sweeper: at 1,000 open"), row("5. Sweeper: at 100,000 open")])
+    quick = Result("Sweeper cost", rows=[row("5. Sweeper: at 1,000 open"), row("5. Sweeper: at 10,000 open")])
+    polling = Result("Polling cost", rows=[row("3. Polling: at 10,000 open")])
+    lines = side_by_side({"sqlite": [full], "postgres": [polling, quick]})[2:]
+    assert [line.split(" | ")[0] for line in lines] == [
+        "| 3. Polling: at 10,000 open", "| 5. Sweeper: at 1,000 open", "| 5. Sweeper: at 10,000 open",
+        "| 5. Sweeper: at 100,000 open"]
+    assert lines[1].count("met") == 2  # measured on both databases: one line
