@@ -103,7 +103,17 @@ class Load:
             spec_path = self.workdir / f"loadgen-{n}.json"
             spec_path.write_text(json.dumps(spec))
             procs.append(subprocess.Popen([sys.executable, "-m", "bench.loadgen", str(spec_path)],
-                                          cwd=ROOT, stdout=subprocess.PIPE, text=True))
+                                          cwd=ROOT, stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True))
+        # Each process signs its bodies first, which takes a while on a busy machine: start them
+        # together, or their windows would only partly overlap and their rates add up to more than
+        # the server answered at once.
+        for proc in procs:
+            assert proc.stdout is not None
+            proc.stdout.readline()  # "ready"
+        for proc in procs:
+            assert proc.stdin is not None
+            proc.stdin.write("go\n")
+            proc.stdin.flush()
         parts = []
         for proc in procs:
             out, _ = proc.communicate(timeout=duration_s + 120)
