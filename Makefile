@@ -68,8 +68,10 @@ demo: $(STAMP)
 chaos: $(STAMP)
 	$(BIN)/python -m stack.cli chaos $(ARGS)
 
-# Throughput, polling cost and memory against the limits that bound them (about 10 minutes);
-# prints a table and writes docs/benchmarks.md. Never part of `make test`.
+# Throughput, polling and sweeping cost and memory against the limits that bound them (about 10
+# minutes); on SQLite, or with ARGS="--db postgres" on a throwaway PostgreSQL cluster. Prints a
+# table, keeps each database's figures in docs/benchmarks-<db>.json and writes docs/benchmarks.md
+# from both. Never part of `make test`.
 bench: $(STAMP)
 	$(BIN)/python -m bench $(ARGS)
 

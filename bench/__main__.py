@@ -1,8 +1,9 @@
-"""`python -m bench [--only receiver,polling,sweeper,memory,pipeline] [--out docs/benchmarks.md]`."""
+"""`python -m bench [--only receiver,polling,sweeper,memory,pipeline] [--db sqlite|postgres] [--out docs/benchmarks.md]`."""
 from __future__ import annotations
 
 import argparse
 import json
+import os
 import shutil
 import sys
 import tempfile
@@ -11,8 +12,10 @@ import traceback
 from datetime import UTC, datetime
 from pathlib import Path
 
+from . import figures
 from .common import ROOT, Result, machine
-from .report import render, splice, table
+from .database import DATABASES
+from .report import render, table
 
 BENCHMARKS = ("receiver", "polling", "sweeper", "memory", "pipeline", "fairness")
 
@@ -22,28 +25,30 @@ def _run(name: str, args) -> Result:
     if name == "receiver":
         from . import receiver
 
-        return receiver.main(quick=args.quick)
+        return receiver.main(quick=args.quick, db=args.db)
     if name == "polling":
         from . import polling
 
         sizes = (1_000, 10_000) if args.quick else polling.SIZES
-        return polling.main(sizes, progress=progress)
+        return polling.main(sizes, progress=progress, db=args.db)
     if name == "sweeper":
         from . import sweeper
 
-        return sweeper.main((1_000, 10_000) if args.quick else sweeper.SIZES, progress=progress)
+        return sweeper.main((1_000, 10_000) if args.quick else sweeper.SIZES, progress=progress, db=args.db)
     if name == "memory":
         from . import memory
 
-        return memory.main(phase_s=10 if args.quick else memory.PHASE_S, progress=progress)
+        return memory.main(phase_s=10 if args.quick else memory.PHASE_S, progress=progress, db=args.db)
     if name == "pipeline":
         from . import pipeline
 
-        return pipeline.main(args.returns, args.limit, args.concurrency, progress=progress)
+        returns = args.returns or (200 if args.quick else 1000)
+        return pipeline.main(returns, args.limit, args.concurrency, progress=progress, db=args.db)
     if name == "fairness":
         from . import fairness
 
-        return fairness.main(args.fairness_burst, args.fairness_rate, quick=args.quick, progress=progress)
+        return fairness.main(args.fairness_burst, args.fairness_rate, quick=args.quick, progress=progress,
+                             db=args.db)
     raise ValueError(name)
 
 
@@ -54,7 +59,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--out", default=str(ROOT / "docs" / "benchmarks.md"),
                         help="where to write the report (markdown); '-' for none")
     parser.add_argument("--json", help="also write the raw figures here")
-    parser.add_argument("--returns", type=int, default=1000, help="pipeline: how many returns")
+    parser.add_argument("--db", choices=DATABASES, default="sqlite",
+                        help="the database every benchmark runs on (postgres: a throwaway local cluster)")
+    parser.add_argument("--returns", type=int, help="pipeline: how many returns (1000; 200 with --quick)")
     parser.add_argument("--limit", type=int, default=600,
                         help="pipeline: Loop's requests/min per key in the sandbox (300 is Loop's real limit)")
     parser.add_argument("--concurrency", type=int, default=12, help="pipeline: processes per Celery worker")
@@ -73,6 +80,7 @@ def main(argv: list[str] | None = None) -> int:
 
     # Every benchmark's temporary directory goes under one per run, removed at the end.
     run_dir = tempfile.mkdtemp(prefix="bench-run-")
+    os.chmod(run_dir, 0o711)  # under root, PostgreSQL's own user must get through to its cluster
     tempfile.tempdir = run_dir
     started_at = datetime.now(UTC)
     started = time.monotonic()
@@ -89,13 +97,14 @@ def main(argv: list[str] | None = None) -> int:
             traceback.print_exc()
             result = Result(name, error=f"{type(exc).__name__}: {exc}")
         result.elapsed_s = time.monotonic() - t0
+        result.run = {"command": command, "date": started_at.strftime("%Y-%m-%d %H:%M UTC"), "host": host}
         results.append(result)
         print(f"   ({result.elapsed_s:.0f} s)", flush=True)
     elapsed = time.monotonic() - started
 
     # Run in the order above (the long pipeline last); report in the issue's order.
     order = ("receiver", "pipeline", "polling", "sweeper", "memory", "fairness")
-    results = [r for _, r in sorted(zip(chosen, results), key=lambda nr: order.index(nr[0]))]
+    results = [r for _, r in sorted(zip(chosen, results, strict=True), key=lambda nr: order.index(nr[0]))]
     print()
     print(table(results), flush=True)
     for r in results:
@@ -106,15 +115,12 @@ def main(argv: list[str] | None = None) -> int:
     print(f"\ntotal {elapsed / 60:.1f} min", flush=True)
 
     if args.out != "-":
-        text = render(results, command=command, host=host, started_at=started_at, elapsed_s=elapsed,
-                      load_after=machine()["load_avg"])
-        if set(chosen) != set(BENCHMARKS) and Path(args.out).exists():
-            # A subset: its sections replace their own in the report, the rest is kept as it was.
-            text = splice(Path(args.out).read_text(), results, command=command, host=host,
-                          started_at=started_at, load_after=machine()["load_avg"])
-        Path(args.out).parent.mkdir(parents=True, exist_ok=True)
-        Path(args.out).write_text(text)
-        print(f"written to {args.out}")
+        for r in results:
+            r.run.update(minutes=elapsed / 60, load_after=machine()["load_avg"])
+        # This database's figures replace its own earlier ones; the other database's are kept.
+        everything = figures.record(Path(args.out), args.db, results)
+        Path(args.out).write_text(render(everything))
+        print(f"written to {args.out} and {figures.figures_path(Path(args.out), args.db)}")
     if args.json:
         Path(args.json).write_text(json.dumps(
             [{"name": r.name, "rows": [vars(row) for row in r.rows], "details": r.details, "notes": r.notes,

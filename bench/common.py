@@ -34,6 +34,7 @@ class Result:
     elapsed_s: float = 0.0
     error: str | None = None
     extra: dict = field(default_factory=dict)  # raw figures, for the JSON report
+    run: dict = field(default_factory=dict)  # how, when and where it was measured (bench/figures.py)
 
 
 def percentile(values: list[float], q: float) -> float:

@@ -5,7 +5,8 @@ Not the service's code, and never deployed: `make bench` serves `bench.lean_rece
 the do-nothing baseline a receiver that still stores every delivery before its 202 can get.
 
 /bench/lean-raw/<merchant> does what web/webhooks.py does (signature, `json.loads`, the inbox
-row committed under the same in-process SQLite lock, its id handed to the same relay) except
+row committed under the same in-process SQLite lock, or on PostgreSQL with no lock, as
+integration/store/inbox.py does, its id handed to the same relay) except
 for the one thing that is a contract decision: no marshmallow in the request. The dedupe fields
 are read straight from the JSON and stored with one prepared SQL statement; validation would
 move to the worker, so an unusable event is answered 202 and failed there rather than answered
@@ -15,6 +16,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+from contextlib import nullcontext
 
 from flask import Blueprint, current_app, jsonify, request
 
@@ -34,10 +36,13 @@ def create_app():
     return app
 
 
-_RAW_INSERT = ("INSERT INTO webhook_events (merchant, dedupe_key, body_sha256, status, topic, trigger, "
+_RAW_INSERT_SQLITE = ("INSERT INTO webhook_events (merchant, dedupe_key, body_sha256, status, topic, trigger, "
                "loop_return_id, payload, attempts, received_at, updated_at) "
                "VALUES (?, ?, ?, 'received', ?, ?, ?, ?, 0, ?, ?) "
                "ON CONFLICT (merchant, dedupe_key) DO NOTHING RETURNING id")
+# psycopg's placeholders; the payload column is JSON there, so the text is cast.
+_RAW_INSERT_POSTGRES = (_RAW_INSERT_SQLITE.replace("?", "%s")
+                        .replace("%s, 0, %s, %s)", "%s::json, 0, %s, %s)"))
 
 
 @bp.post("/bench/lean-raw/<merchant>")
@@ -61,8 +66,9 @@ def receive_raw(merchant: str):
              "updated_at": payload.get("updated_at")}
     now = utcnow().isoformat(sep=" ")
     engine = current_app.config["SESSIONS"].kw["bind"]
-    with _SQLITE_WRITER, engine.begin() as conn:  # the bench runs SQLite only
-        row_id = conn.exec_driver_sql(_RAW_INSERT, (
+    sqlite = engine.dialect.name == "sqlite"
+    with _SQLITE_WRITER if sqlite else nullcontext(), engine.begin() as conn:
+        row_id = conn.exec_driver_sql(_RAW_INSERT_SQLITE if sqlite else _RAW_INSERT_POSTGRES, (
             merchant, dedupe_key(event, raw), hashlib.sha256(raw).hexdigest(), event["topic"],
             event["trigger"], event["loop_return_id"], raw.decode(), now, now)).scalar()
     if row_id is None:

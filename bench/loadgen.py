@@ -3,7 +3,9 @@
 `python -m bench.loadgen SPEC.json` reads a spec, builds every request body first (distinct
 `return.created` payloads, each signed with the merchant's webhook secret), then sends them
 over keep-alive HTTP/1.1 connections (`http.client`, one per thread) and prints one JSON
-result line: per-request latencies, statuses, errors and the process's own CPU time.
+result line: per-request latencies, statuses, errors and the process's own CPU time. Once its
+bodies are built it prints `ready` and waits for a line on stdin before it starts, so that the
+processes of one run send over the same window (bench/receiver.py starts them together).
 
 Two modes:
 - closed loop (`rate` unset): `concurrency` threads each send their next request as soon as
@@ -110,8 +112,9 @@ class Run:
                 self.answered[k] = self.answered.get(k, 0) + v
 
 
-def run(spec: dict) -> dict:
+def run(spec: dict, ready=lambda: None) -> dict:
     work = bodies(spec["count"], spec["id_start"], spec["secret"])
+    ready()  # returns when every process of the run is ready too
     run = Run(spec, work)
     rate = spec.get("rate")
     cpu0 = time.process_time()
@@ -138,7 +141,12 @@ def run(spec: dict) -> dict:
 
 def main() -> None:
     spec = json.loads(Path(sys.argv[1]).read_text())
-    print(json.dumps(run(spec)), flush=True)
+
+    def ready() -> None:
+        print("ready", flush=True)
+        sys.stdin.readline()
+
+    print(json.dumps(run(spec, ready)), flush=True)
 
 
 if __name__ == "__main__":

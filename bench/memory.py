@@ -119,11 +119,12 @@ def _fill(database_url: str) -> float:
     return time.monotonic() - started
 
 
-def run(phase_s: float = PHASE_S, progress=print) -> dict:
+def run(phase_s: float = PHASE_S, progress=print, db: str = "sqlite") -> dict:
     workdir = Path(tempfile.mkdtemp(prefix="bench-memory-"))
     out: dict = {"workdir": str(workdir), "phase_s": phase_s}
-    with Stack(workdir, extra_env=ENV) as stack:
+    with Stack(workdir, extra_env=ENV, database=db) as stack:
         out["concurrency"] = stack.worker_concurrency
+        out["database"] = stack.database_label() if db == "postgres" else "SQLite (WAL), a file in the stack's directory"
         time.sleep(3)  # let the workers finish booting before the clock starts
         with Sampler(stack) as idle:
             time.sleep(phase_s)
@@ -173,9 +174,9 @@ def _task_counts(logs: Path) -> dict[str, int]:
     return counts
 
 
-def main(phase_s: float = PHASE_S, progress=print) -> Result:
+def main(phase_s: float = PHASE_S, progress=print, db: str = "sqlite") -> Result:
     result = Result("Memory")
-    data = run(phase_s, progress=progress)
+    data = run(phase_s, progress=progress, db=db)
     idle, loaded = data["idle"], data["loaded"]
     largest = max(v["largest_mib"] for v in loaded.values())
     largest_idle = max(v["largest_mib"] for v in idle.values())
@@ -185,6 +186,7 @@ def main(phase_s: float = PHASE_S, progress=print) -> Result:
         f"{largest:.0f} MB (largest single process)", f"{largest_idle:.0f} MB idle, empty database",
         f"{largest / largest_idle:.2f}", "< 150 MB", ok))
     result.details += [
+        f"Database: {data['database']}. "
         f"Celery prefork workers, {data['concurrency']} pool processes each (the Procfile's default). "
         f"Each phase samples for {phase_s:.0f} s; beat polls receipts every 1 s, sweeps every 2 s and pulls "
         "Loop's returns list every 5 s. The loaded phase starts with freshly restarted workers. "

@@ -67,11 +67,12 @@ def _post(url: str, body: dict) -> None:
 
 
 def run(returns: int = 1000, limit: int = 600, concurrency: int = 12, timeout_s: float = 540.0,
-        workdir: Path | None = None, progress=print) -> dict:
+        workdir: Path | None = None, progress=print, db: str = "sqlite") -> dict:
     workdir = workdir or Path(tempfile.mkdtemp(prefix="bench-pipeline-"))
     out: dict = {"returns": returns, "limit": limit, "bucket": limit * BUCKET_SHARE,
                  "concurrency": concurrency, "workdir": str(workdir)}
-    with Stack(workdir, worker_concurrency=concurrency, extra_env=_env(limit)) as stack:
+    with Stack(workdir, worker_concurrency=concurrency, extra_env=_env(limit), database=db) as stack:
+        out["database"] = stack.database_label() if db == "postgres" else "SQLite (WAL), a file in the stack's directory"
         loop, rlm = stack.url("loop"), stack.url("rlm")
         demo = Demo(stack, scenarios=[Scenario("exact", "processed", ("exact",))])
         _post(f"{loop}/_sim/config", {"rate_limit_per_minute": limit})
@@ -202,9 +203,10 @@ def steady_rate(times: list[float], lo: float = 0.1, hi: float = 0.9) -> float:
     return (int(hi * (len(times) - 1)) - int(lo * (len(times) - 1))) / max(1e-9, b - a) * 60
 
 
-def main(returns: int = 1000, limit: int = 600, concurrency: int = 12, progress=print) -> Result:
+def main(returns: int = 1000, limit: int = 600, concurrency: int = 12, progress=print,
+         db: str = "sqlite") -> Result:
     result = Result("Pipeline throughput under Loop's limit")
-    data = run(returns, limit, concurrency, progress=progress)
+    data = run(returns, limit, concurrency, progress=progress, db=db)
     completed = data["completed"]
     loop = data["loop"]
     per_return = loop["total"] / completed if completed else float("nan")
@@ -233,6 +235,8 @@ def main(returns: int = 1000, limit: int = 600, concurrency: int = 12, progress=
     cpu = data["cpu_s"]
     q = lambda ts, f: ts[int(f * (len(ts) - 1))]  # noqa: E731
     result.details += [
+        f"Database: {data['database']}.",
+        "",
         f"{returns} returns (scenario `exact`: two SKUs, three units, received exactly), all created at "
         f"once. Latency added by the sandboxes: RLM {RLM_LATENCY_MS} ms, Loop {LOOP_LATENCY_MS} ms per "
         f"call. Loop's limit is scaled x{scale:g} to {limit}/min (the sandbox's `rate_limit_per_minute`) "

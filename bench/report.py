@@ -1,9 +1,11 @@
 """The summary table and docs/benchmarks.md."""
 from __future__ import annotations
 
-from datetime import datetime
+import re
 
 from .common import Result, Row
+from .database import DATABASES, LABELS
+from .figures import ORDER
 from .phases import PARSE, RELAY, SEND_TASK, STORE
 
 MARK = {True: "met", False: "**missed**", None: "-"}
@@ -24,7 +26,7 @@ def table(results: list[Result]) -> str:
     rows = [head] + [(r.benchmark, r.measured, r.baseline, r.ratio, r.target,
                       {True: "MET", False: "MISSED", None: ""}[r.met]) for r in _rows(results)]
     widths = [min(60, max(len(str(row[i])) for row in rows)) for i in range(len(head))]
-    return "\n".join("  ".join(str(c)[:60].ljust(w) for c, w in zip(row, widths)).rstrip() for row in rows)
+    return "\n".join("  ".join(str(c)[:60].ljust(w) for c, w in zip(row, widths, strict=True)).rstrip() for row in rows)
 
 
 def markdown_table(results: list[Result]) -> list[str]:
@@ -34,77 +36,117 @@ def markdown_table(results: list[Result]) -> list[str]:
     return lines
 
 
-def render(results: list[Result], *, command: str, host: dict, started_at: datetime, elapsed_s: float,
-           load_after: str) -> str:
-    by_name = {r.name: r for r in results}
+def _runs(results: list[Result]) -> list[str]:
+    """One line per run that measured some of these results: command, date, machine, load."""
+    runs: dict[tuple, list[Result]] = {}
+    for r in results:
+        key = tuple((k, str(v)) for k, v in sorted(r.run.items()) if k != "elapsed_s")
+        runs.setdefault(key, []).append(r)
+    out = []
+    for group in runs.values():
+        run = group[0].run
+        if not run:
+            out.append(f"  - {', '.join(r.name for r in group)}: (no record of the run)")
+            continue
+        host = run.get("host", {})
+        out.append(
+            f"  - {', '.join(r.name for r in group)}: `{run.get('command')}`, {run.get('date')}"
+            + (f", {run['minutes']:.1f} minutes" if run.get("minutes") is not None else "")
+            + f"; {host.get('cpus')} CPUs ({host.get('cpu_model')}), {host.get('memory')} RAM, {host.get('os')}, "
+            f"Python {host.get('python')}; load average (1/5/15 min) {host.get('load_avg')} at the start, "
+            f"{run.get('load_after')} at the end"
+            + (f" (carried over from {run['source']})" if run.get("source") else ""))
+    return out
+
+
+_SIZE = re.compile(r" at ([\d,]+)")
+
+
+def _size(label: str) -> int:
+    found = _SIZE.search(label)
+    return int(found.group(1).replace(",", "")) if found else 0
+
+
+def side_by_side(by_db: dict[str, list[Result]]) -> list[str]:
+    """The summary: one line per figure, each database's measurement beside the other's."""
+    dbs = list(by_db)
+    rows: dict[str, dict[str, Row]] = {}
+    for db in dbs:
+        for row in _rows(by_db[db]):
+            rows.setdefault(row.benchmark, {})[db] = row
+    # By benchmark, then figure, then size: a quick run's 10,000 sits beside a full run's 100,000.
+    shapes = list(dict.fromkeys(_SIZE.sub(" at N", label) for label in rows))
+    names = sorted(rows, key=lambda label: (label.split(".", 1)[0], shapes.index(_SIZE.sub(" at N", label)),
+                                            _size(label)))
+    head = "| Benchmark | Target | " + " | ".join(
+        f"{LABELS[db]}: measured | baseline / bound | ratio | " for db in dbs) + "|"
+    out = [head, "|---|---|" + "---|---|---|---|" * len(dbs)]
+    for name in names:
+        cells = []
+        for db in dbs:
+            r = rows[name].get(db)
+            cells.append(f"{r.measured} | {r.baseline} | {r.ratio} | {MARK[r.met]}" if r else "- | | | ")
+        target = next(r.target for r in rows[name].values())
+        out.append(f"| {name} | {target} | " + " | ".join(cells) + " |")
+    return out
+
+
+def render(by_db: dict[str, list[Result]]) -> str:
+    """docs/benchmarks.md from each database's figures (bench/figures.py)."""
     out = [
         "# Benchmarks: how close the service runs to its limits",
         "",
         "Written by `make bench` (`bench/`); do not edit by hand, run it again. Every figure is a "
         "ratio against a baseline measured in the same run, so a busy machine moves both sides "
-        "together; absolute numbers here are for this machine at this time only.",
+        "together; absolute numbers here are for this machine at this time only. Each database's "
+        "figures are kept in " + ", ".join(f"`docs/benchmarks-{db}.json`" for db in DATABASES)
+        + ": `make bench` measures SQLite (the default), `make bench ARGS=\"--db postgres\"` PostgreSQL "
+        "(a throwaway local cluster), and each run replaces only its own database's figures for the "
+        "benchmarks it ran.",
         "",
-        f"- Command: `{command}`",
-        f"- Date: {started_at.strftime('%Y-%m-%d %H:%M UTC')}, {elapsed_s / 60:.1f} minutes",
-        f"- Machine: {host['cpus']} CPUs ({host['cpu_model']}), {host['memory']} RAM, {host['os']}, "
-        f"Python {host['python']}",
-        f"- Load average (1/5/15 min) at the start: {host['load_avg']}; at the end: {load_after} "
-        "(other work on the machine shares the cores)",
-        "",
-        "## Summary",
-        "",
-        *markdown_table(results),
+        "Measured by:",
         "",
     ]
-    notes = [n for r in results for n in r.notes] + [f"{r.name} did not run: {r.error}" for r in results if r.error]
+    for db, results in by_db.items():
+        out += [f"- {LABELS[db]}:", *_runs(results)]
+    out += ["", "## Summary", "", *side_by_side(by_db), ""]
+    notes = [f"{LABELS[db]}: {n}" for db, results in by_db.items() for r in results for n in r.notes]
+    notes += [f"{LABELS[db]}: {r.name} did not run: {r.error}" for db, results in by_db.items()
+              for r in results if r.error]
     if notes:
         out += ["Targets missed, and why:", "", *[f"- {n}" for n in notes], ""]
-    for number, r in enumerate(results, start=1):
-        out += [f"## {r.name}", "", f"({r.elapsed_s:.0f} s)", ""]
-        if r.error:
-            out += [f"Failed: `{r.error}`", ""]
-        out += r.details + [""]
-    out += recommendations(by_name)
+    names = sorted({r.name for results in by_db.values() for r in results}, key=_order)
+    for name in names:
+        out += [f"## {name}", ""]
+        for db, results in by_db.items():
+            r = next((r for r in results if r.name == name), None)
+            if r is None:
+                continue
+            out += [f"### {name} on {LABELS[db]}", "",
+                    f"({r.elapsed_s:.0f} s; `{r.run.get('command', '?')}`, {r.run.get('date', '?')})", ""]
+            if r.error:
+                out += [f"Failed: `{r.error}`", ""]
+            out += [*r.details, ""]
+    primary = by_db.get("sqlite") or next(iter(by_db.values()), [])
+    out += recommendations({r.name: r for r in primary},
+                           {r.name: r for r in by_db.get("postgres", [])} if "sqlite" in by_db else {})
     return "\n".join(out).rstrip() + "\n"
 
 
-def splice(existing: str, results: list[Result], *, command: str, host: dict, started_at: datetime,
-           load_after: str) -> str:
-    """`existing` with each result's section replaced (or added before the recommendations),
-    the section carrying its own run's command, date, machine and summary rows."""
-    text = existing
-    for r in results:
-        section = [f"## {r.name}", "",
-                   f"Run on its own: `{command}`, {started_at.strftime('%Y-%m-%d %H:%M UTC')}, "
-                   f"{r.elapsed_s / 60:.1f} minutes, on {host['cpus']} CPUs ({host['cpu_model']}), "
-                   f"{host['memory']} RAM, Python {host['python']}; load average {host['load_avg']} at the "
-                   f"start, {load_after} at the end.", "", *markdown_table([r]), ""]
-        if r.notes:
-            section += ["Targets missed, and why:", "", *[f"- {n}" for n in r.notes], ""]
-        if r.error:
-            section += [f"Failed: `{r.error}`", ""]
-        section += r.details + [""]
-        body = "\n".join(section).rstrip() + "\n\n"
-        head = f"## {r.name}\n"
-        if head in text:
-            start = text.index(head)
-            end = text.find("\n## ", start + len(head))
-            text = text[:start] + body + (text[end + 1:] if end != -1 else "")
-        elif "## Recommendations\n" in text:
-            at = text.index("## Recommendations\n")
-            text = text[:at] + body + text[at:]
-        else:
-            text = text.rstrip() + "\n\n" + body
-    return text.rstrip() + "\n"
+def _order(name: str) -> int:
+    return ORDER.index(name) if name in ORDER else len(ORDER)
 
 
-def recommendations(by_name: dict[str, Result]) -> list[str]:
-    """What to change where a target is missed (or close), with the evidence from this run."""
+def recommendations(by_name: dict[str, Result], postgres: dict[str, Result] | None = None) -> list[str]:
+    """What to change where a target is missed (or close), with the evidence from this run
+    (`by_name`: SQLite's figures, with PostgreSQL's beside them where measured)."""
     out = ["## Recommendations", "",
-           "Changes in code this benchmark does not own, each with the figures behind it.", ""]
+           "Changes in code this benchmark does not own, each with the figures behind it (from the "
+           "SQLite figures, with PostgreSQL's where they were measured).", ""]
     recv = by_name.get("Receiver throughput")
-    if recv and not recv.error:
-        out += _receiver(recv.extra)
+    if recv and not recv.error and recv.extra.get("best"):
+        pg = (postgres or {}).get("Receiver throughput")
+        out += _receiver(recv.extra, pg.extra if pg and not pg.error and pg.extra.get("best") else None)
     pipe = by_name.get("Pipeline throughput under Loop's limit")
     if pipe and not pipe.error and pipe.extra.get("completed"):
         x = pipe.extra
@@ -134,7 +176,7 @@ def recommendations(by_name: dict[str, Result]) -> list[str]:
     return out
 
 
-def _receiver(x: dict) -> list[str]:
+def _receiver(x: dict, pg: dict | None = None) -> list[str]:
     now, now_base = x["best"]["/webhooks/loop/demo"], x["best"]["/bench/noop"]
     lean = {r["path"]: r for r in x.get("lean") or []}
     raw, base = lean.get("/bench/lean-raw/demo"), lean.get("/bench/noop")
@@ -146,7 +188,8 @@ def _receiver(x: dict) -> list[str]:
         "",
         f"A delivery costs {now['server_cpu_ms']:.1f} ms of server CPU against "
         f"{now_base['server_cpu_ms']:.2f} ms for the do-nothing baseline; that ratio, not I/O, is what "
-        f"caps throughput at {now['rps'] / now_base['rps']:.2f} of the baseline on 2 cores.",
+        f"caps throughput at {now['rps'] / now_base['rps']:.2f} of the baseline on 2 cores."
+        + _on_postgres(pg),
         "",
         "In place already, so not recommended again: `LoopEventSchema` built once "
         "(`integration/loop/webhooks.py`); the inbox row stored with one cached Core `INSERT .. ON CONFLICT "
@@ -162,7 +205,7 @@ def _receiver(x: dict) -> list[str]:
         "202 and failed in the inbox instead of 422: a change to the receiver's contract (README, "
         "*Receiver answers*) for the lead to decide, not a tuning step.",
         "",
-        _p99(x["open"][0]),
+        _p99(x["open"][0], pg["open"][0] if pg else None),
         "",
     ]
 
@@ -175,7 +218,16 @@ def _step_costs(ph: dict) -> str:
             f"{ph[RELAY]:.2f} ms through the relay against {ph[SEND_TASK]:.2f} ms for a `send_task` each.")
 
 
-def _p99(at80: dict) -> str:
+def _on_postgres(pg: dict | None) -> str:
+    if not pg:
+        return ""
+    now, base = pg["best"]["/webhooks/loop/demo"], pg["best"]["/bench/noop"]
+    return (f" On PostgreSQL: {now['server_cpu_ms']:.1f} ms against {base['server_cpu_ms']:.2f} ms, "
+            f"{now['rps'] / base['rps']:.2f} of the baseline (the database server's own CPU is not in "
+            "these figures: it runs in its own processes on the same 2 cores).")
+
+
+def _p99(at80: dict, pg_at80: dict | None = None) -> str:
     text = f"p99 at 80% of the maximum: {_ms(at80['p99'])}, with p50 {_ms(at80['p50'])}. "
     writers = ("the receiver's writers queue for SQLite's single write lock (threads on a "
                "`threading.Lock`, the two gunicorn processes on a file lock beside the database, "
@@ -198,6 +250,9 @@ def _p99(at80: dict) -> str:
              "seconds before can land close to saturation. PostgreSQL, the production database, has "
              "no single writer lock (inserts take row locks, and `insert_event` takes no process lock "
              "there)")
+    if pg_at80:
+        return text + (f". Measured on PostgreSQL: p99 {_ms(pg_at80['p99'])} at {pg_at80['rps']:.0f} req/s, "
+                       f"with p50 {_ms(pg_at80['p50'])}.")
     if at80["p99"] < 0.050:
         return text + "."
     return text + "; running this benchmark against it would confirm that the tail is SQLite's."
