@@ -5,10 +5,12 @@ the output; MERCHANT_KEYS encrypts them. Onboarding (check, subscribe, backfill)
 from __future__ import annotations
 
 import json
+import logging
 import sys
 import tomllib
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import TypeVar
 
@@ -17,14 +19,18 @@ from cryptography.fernet import MultiFernet
 from sqlalchemy.orm import Session
 
 from cli.onboarding import COMMANDS as ONBOARDING
+from cli.operators import operator_name, operator_option
 from cli.wiring import database_errors, require_database, settings_and_merchants
 from integration.merchants import SHADOW, ConfigError, configured_from_environment
+from integration.ops import onboarding_record
+from integration.ops.onboarding import Report
 from integration.production import merchant_problems
 from integration.settings import load_settings
 from integration.store import merchant_store
 from integration.store.db import session_factory
 
 T = TypeVar("T")
+log = logging.getLogger(__name__)
 
 
 @click.group("merchants", invoke_without_command=True)
@@ -93,7 +99,23 @@ def _run(fn: Callable[[Session, MultiFernet | None], T]) -> T:
         return fn(session, keys)
 
 
-def _import(path: Path, only_new: bool) -> None:
+def _changed(operator: str, action: str, names: list[str], outcome: str) -> None:
+    """Who changed which merchants, and how: a log line and each merchant's kept "change" report,
+    as the /ops merchants page records them (names only: never a value, which may be a secret)."""
+    if not names:
+        return
+    log.info("merchants.%s by %s: %s", action, operator, outcome,
+             extra={"operator": operator, "action": f"merchants.{action}", "outcome": outcome})
+
+    def keep(s: Session, _keys: MultiFernet | None) -> None:
+        for name in names:
+            onboarding_record.keep(s, Report(action="change", merchant=name, operator=operator,
+                                             at=datetime.now(UTC), items=(), summary=f"{action}: {outcome}"))
+
+    _run(keep)
+
+
+def _import(path: Path, only_new: bool, operator: str) -> None:
     try:
         text = path.read_text()
     except OSError as exc:
@@ -114,21 +136,25 @@ def _import(path: Path, only_new: bool) -> None:
     for what in ("added", "updated", "unchanged"):
         names = getattr(result, what)
         click.echo(f"{what:<9} {', '.join(names) if names else '-'}")
+    _changed(operator, "add" if only_new else "import", result.added + result.updated,
+             f"added {', '.join(result.added) or '-'}; updated {', '.join(result.updated) or '-'}")
 
 
 @merchants_group.command("import")
 @click.argument("file", type=click.Path(path_type=Path, dir_okay=False))
-def import_command(file: Path) -> None:
+@operator_option
+def import_command(file: Path, operator: str | None) -> None:
     """Store every [[merchants]] entry of a TOML FILE (added, updated or unchanged: safe to repeat)."""
-    _import(file, only_new=False)
+    _import(file, only_new=False, operator=operator_name(operator))
 
 
 @merchants_group.command("add")
 @click.option("--from-toml", "file", required=True, type=click.Path(path_type=Path, dir_okay=False),
               help="TOML file with the new merchants' [[merchants]] entries.")
-def add_command(file: Path) -> None:
+@operator_option
+def add_command(file: Path, operator: str | None) -> None:
     """Store new merchants from a TOML file (refused if one of them is already stored)."""
-    _import(file, only_new=True)
+    _import(file, only_new=True, operator=operator_name(operator))
 
 
 def _value(text: str) -> object:
@@ -143,8 +169,10 @@ def _value(text: str) -> object:
 @click.argument("name")
 @click.option("--set", "assignments", multiple=True, required=True, metavar="KEY=VALUE",
               help="A key as in the TOML (criteria.expiry_days for a criterion); repeatable.")
-def update_command(name: str, assignments: tuple[str, ...]) -> None:
+@operator_option
+def update_command(name: str, assignments: tuple[str, ...], operator: str | None) -> None:
     """Change keys of a stored merchant, validated as the TOML is."""
+    who = operator_name(operator)
     changes: dict[str, object] = {}
     for item in assignments:
         key, sep, text = item.partition("=")
@@ -153,22 +181,30 @@ def update_command(name: str, assignments: tuple[str, ...]) -> None:
         changes[key.strip()] = _value(text.strip())
     outcome = _run(lambda s, keys: merchant_store.update(s, name, changes, keys))
     click.echo(f"{name}: {outcome}")
+    _changed(who, "update", [name], f"{outcome} ({', '.join(sorted(changes))})")
 
 
 @merchants_group.command("disable")
 @click.argument("name")
-def disable_command(name: str) -> None:
+@operator_option
+def disable_command(name: str, operator: str | None) -> None:
     """Stop a stored merchant: its webhooks get 404 and no periodic job runs for it."""
-    changed = _run(lambda s, _keys: merchant_store.set_enabled(s, name, False))
-    click.echo(f"{name}: {'disabled' if changed else 'already disabled'}")
+    _set_enabled(name, False, operator_name(operator))
 
 
 @merchants_group.command("enable")
 @click.argument("name")
-def enable_command(name: str) -> None:
+@operator_option
+def enable_command(name: str, operator: str | None) -> None:
     """Run a disabled stored merchant again."""
-    changed = _run(lambda s, _keys: merchant_store.set_enabled(s, name, True))
-    click.echo(f"{name}: {'enabled' if changed else 'already enabled'}")
+    _set_enabled(name, True, operator_name(operator))
+
+
+def _set_enabled(name: str, enabled: bool, operator: str) -> None:
+    action = "enable" if enabled else "disable"
+    changed = _run(lambda s, _keys: merchant_store.set_enabled(s, name, enabled))
+    click.echo(f"{name}: {action + 'd' if changed else 'already ' + action + 'd'}")
+    _changed(operator, action, [name] if changed else [], f"{action}d")
 
 
 @merchants_group.command("show")

@@ -92,3 +92,25 @@ def test_rotate_keys_re_encrypts_with_the_first_key(run, tmp_path):
     assert result.exit_code == 0 and "1 merchant(s)" in result.output
     assert run("merchants", "show", "acme", MERCHANT_KEYS=new_key).exit_code == 0
     assert run("merchants", "show", "acme", MERCHANT_KEYS=old_key).exit_code == 1
+
+
+def test_each_change_names_its_operator_in_the_merchants_kept_report(run, tmp_path):
+    from integration.ops import onboarding_record
+    from integration.store.db import session_factory
+
+    (tmp_path / "m.toml").write_text(toml("acme"))
+    assert run("merchants", "add", "--from-toml", str(tmp_path / "m.toml"), "--operator", "alice").exit_code == 0
+
+    def last_change() -> dict:
+        with session_factory(f"sqlite:///{tmp_path / 'm.db'}")() as s:
+            return onboarding_record.last_reports(s, "acme")["acme"]["change"]
+
+    assert (last_change()["operator"], last_change()["summary"]) == ("alice", "add: added acme; updated -")
+    assert run("merchants", "update", "acme", "--set", "mode=shadow", OPERATOR_NAME="bob").exit_code == 0
+    assert (last_change()["operator"], last_change()["summary"]) == ("bob", "update: updated (mode)")
+    assert run("merchants", "disable", "acme", "--operator", "carol").exit_code == 0
+    assert (last_change()["operator"], last_change()["summary"]) == ("carol", "disable: disabled")
+    assert run("merchants", "disable", "acme", "--operator", "dave").exit_code == 0  # nothing changed
+    assert last_change()["operator"] == "carol"
+    bad = run("merchants", "enable", "acme", "--operator", "Not A Name")
+    assert bad.exit_code == 1 and "operator name" in bad.output
