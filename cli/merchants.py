@@ -10,7 +10,6 @@ import sys
 import tomllib
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from datetime import UTC, datetime
 from pathlib import Path
 from typing import TypeVar
 
@@ -23,7 +22,6 @@ from cli.operators import operator_name, operator_option
 from cli.wiring import database_errors, require_database, settings_and_merchants
 from integration.merchants import SHADOW, ConfigError, configured_from_environment
 from integration.ops import onboarding_record
-from integration.ops.onboarding import Report
 from integration.production import merchant_problems
 from integration.settings import load_settings
 from integration.store import merchant_store
@@ -109,8 +107,7 @@ def _changed(operator: str, action: str, names: list[str], outcome: str) -> None
 
     def keep(s: Session, _keys: MultiFernet | None) -> None:
         for name in names:
-            onboarding_record.keep(s, Report(action="change", merchant=name, operator=operator,
-                                             at=datetime.now(UTC), items=(), summary=f"{action}: {outcome}"))
+            onboarding_record.keep_change(s, name, operator, f"{action}: {outcome}")
 
     _run(keep)
 

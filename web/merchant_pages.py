@@ -152,8 +152,7 @@ def _logged(action: str, name: str, outcome: str) -> None:
 
 
 def _keep_change(s: Session, name: str, summary: str) -> None:
-    onboarding_record.keep(s, Report(action="change", merchant=name, operator=g.operator,
-                                     at=datetime.now(UTC), items=(), summary=summary))
+    onboarding_record.keep_change(s, name, g.operator, summary)
 
 
 def _reason(exc: ConfigError) -> str:

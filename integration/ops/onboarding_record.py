@@ -8,7 +8,7 @@ nothing secret (reports never do: integration/ops/onboarding.py).
 from __future__ import annotations
 
 import json
-from datetime import datetime
+from datetime import UTC, datetime
 
 from sqlalchemy import select
 from sqlalchemy.orm import Session
@@ -36,6 +36,13 @@ def keep(session: Session, report: Report) -> None:
         session.add(row)
     row.cursor = json.dumps(as_dict(report))
     session.commit()
+
+
+def keep_change(session: Session, merchant: str, operator: str, summary: str) -> None:
+    """A change to a stored merchant and who made it, as its kept `change` report (the CLI's and
+    the pages' alike): which keys changed, never a value (it may be a secret); commits."""
+    keep(session, Report(action="change", merchant=merchant, operator=operator, at=datetime.now(UTC),
+                         items=(), summary=summary))
 
 
 def last_reports(session: Session, merchant: str | None = None) -> dict[str, dict[str, dict]]:
