@@ -21,7 +21,6 @@ CPU seconds of this process per cycle, each beside the same at 20 merchants.
 """
 from __future__ import annotations
 
-import json
 import tempfile
 import threading
 import time
@@ -34,6 +33,7 @@ from sqlalchemy import create_engine, insert, text, update
 
 from integration.infra.embedded_redis import free_port, start_valkey
 from integration.merchants import demo_merchant_config
+from stack.merchant_toml import merchants_toml
 from stack.processes import Stack
 
 from .common import RMA_START, Result, Row, open_return_rows, percentile, tree_cpu_seconds
@@ -51,17 +51,6 @@ QUIET_WARMUP_S = 20.0  # the trickle runs this long before the alone phase is me
 SCALE = 1000  # configured merchants for the beat's and the sweeper's cost
 LATENCY_TARGET, BOUND_TARGET, CPU_TARGET_S = 2.0, 0.9, 1.0
 
-
-def _toml(merchants: list[dict]) -> str:
-    out = []
-    for m in merchants:
-        out.append("[[merchants]]")
-        tables = {k: v for k, v in m.items() if isinstance(v, dict)}
-        out += [f"{k} = {json.dumps(v)}" for k, v in m.items() if k not in tables]
-        for name, table in tables.items():
-            out.append(f"[merchants.{name}]")
-            out += [f"{json.dumps(k)} = {json.dumps(v)}" for k, v in table.items()]
-    return "\n".join(out) + "\n"
 
 
 def _merchants(n: int, loop_url: str, rlm_url: str) -> list[dict]:
@@ -173,7 +162,7 @@ def run_stack(merchants: int = MERCHANTS, burst: int = BURST, rate: float = BURS
     configs = _merchants(merchants, f"http://127.0.0.1:{ports['loop']}", f"http://127.0.0.1:{ports['rlm']}")
     names = [c["name"] for c in configs]
     bursting, quiet = names[0], names[1:]
-    env = {"MERCHANTS_TOML": _toml(configs), "LOOP_REQUESTS_PER_MINUTE": str(LIMIT * BUCKET_SHARE),
+    env = {"MERCHANTS_TOML": merchants_toml(configs), "LOOP_REQUESTS_PER_MINUTE": str(LIMIT * BUCKET_SHARE),
            "STUCK_AFTER_S": "900", "SWEEP_INTERVAL_S": "10", "RECEIPT_POLL_INTERVAL_S": "60",
            "RECONCILE_INTERVAL_S": "86400",
            # Outcome reads come a settle time after each process call: none inside the run, so

@@ -8,7 +8,6 @@ rescheduled at once and quiet's return is acted on first, with busy's untouched 
 """
 from __future__ import annotations
 
-import json
 import os
 import subprocess
 import sys
@@ -26,24 +25,13 @@ from integration.store.models import Return, utcnow
 from integration.workflow import lifecycle as lc
 from sandbox.common import ServerThread
 from sandbox.loop import create_app as loop_app
+from stack.merchant_toml import merchants_toml
 from tests.stack.helpers import wait_for
 from workers.names import publisher
 
 ROOT = Path(__file__).resolve().parents[2]
 PER_MINUTE = 4  # a token every 15 s: each of busy's calls would have slept in the slot
 
-
-def _toml(merchants: list[dict]) -> str:
-    """The few value types a merchant's configuration uses, as TOML (json strings are TOML's)."""
-    out = []
-    for m in merchants:
-        out.append("[[merchants]]")
-        tables = {k: v for k, v in m.items() if isinstance(v, dict)}
-        out += [f"{k} = {json.dumps(v)}" for k, v in m.items() if k not in tables]
-        for name, table in tables.items():
-            out.append(f"[merchants.{name}]")
-            out += [f"{json.dumps(k)} = {json.dumps(v)}" for k, v in table.items()]
-    return "\n".join(out) + "\n"
 
 
 @pytest.fixture(scope="module")
@@ -71,7 +59,7 @@ def worker(valkey, loop_sim, database_url, sessions, tmp_path):
         config.update(name=name, loop_api_key=f"{name}-key", loop_base_url=loop_sim.url)
         merchants.append(config)
     env = {**os.environ, "DATABASE_URL": database_url, "REDIS_URL": valkey, "DATA_DIR": str(tmp_path),
-           "MERCHANTS_TOML": _toml(merchants), "LOOP_REQUESTS_PER_MINUTE": str(PER_MINUTE),
+           "MERCHANTS_TOML": merchants_toml(merchants), "LOOP_REQUESTS_PER_MINUTE": str(PER_MINUTE),
            "PYTHONUNBUFFERED": "1"}
     log = open(tmp_path / "worker.log", "wb")
     proc = subprocess.Popen([sys.executable, "-m", "celery", "-A", "workers.celery_app", "worker", "-Q", "loop",
