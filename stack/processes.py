@@ -105,9 +105,8 @@ class Stack:
         self._spawn("web", py + ["gunicorn", "-b", f"127.0.0.1:{self.ports['web']}",
                                  "-w", str(self.web_processes), "--threads", str(self.web_threads),
                                  "--access-logfile", "-", "web:create_app()"])
-        for name in ("loop", "rlm"):
-            wait_http(f"{self.url(name)}/_sim/clock", self.procs[name])
-        wait_http(f"{self.url('web')}/healthz", self.procs["web"])
+        for name, path in (("loop", "/_sim/clock"), ("rlm", "/_sim/clock"), ("web", "/healthz")):
+            self._wait_serving(name, path)
         celery = py + ["celery", "-A", "workers.celery_app"]
         # Queues split by system: tasks waiting for a Loop rate-limit slot must never starve
         # the RLM polling and the decisions.
@@ -222,6 +221,15 @@ class Stack:
         self.procs[name] = subprocess.Popen(args, env=self.env, stdout=log, stderr=subprocess.STDOUT,
                                             cwd=ROOT, start_new_session=True)
         log.close()  # the child holds its own copy
+
+    def _wait_serving(self, name: str, path: str) -> None:
+        """Wait for a process to answer; if it exits first, say why with the end of its log."""
+        try:
+            wait_http(f"{self.url(name)}{path}", self.procs[name])
+        except RuntimeError as exc:
+            log = (self.workdir / "logs" / f"{name}.log").read_text(errors="replace")
+            tail = "\n".join(log.splitlines()[-15:])
+            raise RuntimeError(f"{name} did not start: {exc}\n--- end of {name}.log ---\n{tail}") from exc
 
     def _configure_sandboxes(self) -> None:
         if self.fast:

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import fcntl
 import os
+import random
 import socket
 import subprocess
 import time
@@ -24,10 +25,23 @@ def valkey_binary() -> str:
     return str(get_binary_path())
 
 
+# Below Linux's default ephemeral range (32768-60999): a port the kernel hands out for port 0 or
+# for the local end of an outgoing connection can be taken by another process between our choice
+# and the server's bind; a port from this range is only taken by a server that chose it too.
+_SERVER_PORTS = range(20000, 32768)
+
+
 def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
+    """A port free now, for a server started next; outside the ephemeral range (see above)."""
+    for _ in range(200):
+        port = random.choice(_SERVER_PORTS)
+        with socket.socket() as sock:
+            try:
+                sock.bind(("127.0.0.1", port))
+            except OSError:
+                continue
+            return port
+    raise RuntimeError(f"no free port in {_SERVER_PORTS.start}-{_SERVER_PORTS.stop - 1}")
 
 
 def start_valkey(workdir: Path, port: int | None = None, *, persistence: bool = True,
