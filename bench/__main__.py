@@ -62,7 +62,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--db", choices=DATABASES, default="sqlite",
                         help="the database every benchmark runs on (postgres: a throwaway local cluster)")
     parser.add_argument("--returns", type=int, help="pipeline: how many returns (1000; 200 with --quick)")
-    parser.add_argument("--limit", type=int, default=600,
+    parser.add_argument("--limit", type=int, default=300,
                         help="pipeline: Loop's requests/min per key in the sandbox (300 is Loop's real limit)")
     parser.add_argument("--concurrency", type=int, default=12, help="pipeline: processes per Celery worker")
     parser.add_argument("--fairness-burst", type=int, default=5000,

@@ -155,25 +155,31 @@ def recommendations(by_name: dict[str, Result], postgres: dict[str, Result] | No
         out += [
             "### Pipeline (`workers/names.py`, `integration/workflow/steps.py`)",
             "",
-            f"1. **Each return costs {x['loop']['total'] / x['completed']:.2f} Loop calls**: "
-            f"`act_in_loop` reads the return ({details} `details` calls) before it processes it. The "
-            "read guards against acting on a return a person changed, but Loop already refuses to "
-            "process a return that is not open, and `_call_action` re-reads on any refusal. Acting "
-            "first and reading only on a refusal would make it one call per processed return and "
-            f"double the bound, from {real_bound(x):.0f} to {2 * real_bound(x):.0f} returns a minute at "
-            "Loop's real 300/min: the single largest gain available under the limit, and a change to "
-            "the pipeline's safety argument for its owner to weigh.",
+            _loop_calls_per_return(x, details),
             f"2. **Size `worker` for RLM's latency.** Each return makes "
             f"{sum(x['rlm_calls'].values()) / x['completed']:.1f} RLM calls (150 ms each here) on the "
             "`erp` queue, so `worker` moves about concurrency x 60 / (calls x latency) returns a minute, "
             "and that must stay above the Loop bound or the Loop budget goes unused: with 8 processes "
             "the first minute of this burst ran at about 220 returns a minute, RLM-bound, before the "
             f"Loop stage had a backlog; with {x['concurrency']} the first Loop action came "
-            f"{x['first_action_s']:.0f} s in. At Loop's real 300/min (150 returns a minute) the "
-            "Procfile's 4 processes are enough at this latency.",
+            f"{x['first_action_s']:.0f} s in. At Loop's real 300/min and one call per return (300 "
+            "returns a minute) that is about 300 x calls x latency / 60 processes: at this latency "
+            "more than the Procfile's default 3 (`CELERY_CONCURRENCY`) for a merchant at its peak.",
             "",
         ]
     return out
+
+
+def _loop_calls_per_return(x: dict, details: int) -> str:
+    per_return = x["loop"]["total"] / x["completed"]
+    head = f"1. **Each return costs {per_return:.2f} Loop calls** ({details} `details` reads). "
+    if per_return <= 1.05:
+        return head + ("`act_in_loop` sends the action without reading the return first (Loop refuses "
+                       "it on a return that is not open, and the return is read then), so the bound is "
+                       "Loop's limit itself: nothing left to gain here.")
+    return head + ("Above one per processed return: find which step reads the return (`act_in_loop` "
+                   "acts first; `close_rma` reads only when Loop's `return.closed` has not come by "
+                   "LOOP_SETTLE_S after the call).")
 
 
 def _receiver(x: dict, pg: dict | None = None) -> list[str]:
@@ -261,7 +267,3 @@ def _p99(at80: dict, pg_at80: dict | None = None) -> str:
 def _ms(seconds: float) -> str:
     return f"{seconds * 1000:.1f} ms"
 
-
-def real_bound(x: dict) -> float:
-    """Returns per minute Loop's real 300/min allows at the measured calls per return."""
-    return 300 / (x["loop"]["total"] / x["completed"])

@@ -73,6 +73,9 @@ class Merchant:
     sku_pattern: str
     criteria: Criteria
     mode: str = LIVE
+    # The shop's Loop setting "allow processing flagged returns": then Loop would process a
+    # return a person has just flagged, so we read its state before processing (one more call).
+    loop_processes_flagged: bool = False
 
     def reason_code_for(self, reason: str | None) -> str:
         return self.reason_codes.get((reason or "").strip().lower(), "OTHER")
@@ -134,6 +137,7 @@ class MerchantSchema(Schema):
     sku_pattern = fields.String(load_default="{style}-{color}-{size}")
     criteria = fields.Nested(CriteriaSchema, load_default=lambda: Criteria())
     mode = fields.String(load_default=LIVE, validate=validate.OneOf(MODES))
+    loop_processes_flagged = fields.Boolean(load_default=False)
 
     @post_load
     def build(self, data, **_):

@@ -21,11 +21,33 @@ from integration.workflow.events import ingest_return
 from integration.workflow.grading import grades
 from integration.workflow.runner import StepRun, Superseded, as_utc, locked, schedule, step
 
+# Actions Loop refuses on any return that is not open (docs/loop-api.md §3.4): sent without
+# reading the return first, a person's action since we last heard is answered by a refusal, and
+# only then do we read. Close is accepted on a flagged (review) return, so it reads first.
+_REFUSED_UNLESS_OPEN = frozenset({rules.PROCESS, rules.REMOVE_AND_PROCESS, rules.FLAG})
 
-def loop_calls_needed(snap: Return) -> int:
-    """Loop requests of one act_in_loop run, their tokens taken before it starts: the state read
-    and the action, and a flag's note (best-effort grading takes its own, or is skipped)."""
-    return 3 if snap.decision == rules.FLAG else 2
+
+def acts_first(merchant: Merchant, snap: Return) -> bool:
+    """Whether to send the action without reading Loop's state first (one call, not two).
+
+    Only on a first attempt (no earlier claim: an earlier call may have landed), on a return
+    last known open, with an action Loop refuses unless the return is open. A shop whose Loop
+    processes flagged returns would process one a person has just flagged: it reads first."""
+    if snap.loop_action_claimed_at is not None or snap.loop_call_sent_at is not None:
+        return False
+    if snap.loop_state and lc.LoopState.of(snap.loop_state) != lc.LoopState.OPEN:
+        return False
+    if snap.decision == rules.PROCESS and merchant.loop_processes_flagged:
+        return False
+    return snap.decision in _REFUSED_UNLESS_OPEN
+
+
+def loop_calls_needed(ctx: Context, snap: Return) -> int:
+    """Loop requests of one act_in_loop run, their tokens taken before it starts: the action,
+    the state read unless it acts first, and a flag's note. (A refusal's read, rare, takes its
+    own token; best-effort grading takes its own, or is skipped.)"""
+    read = 0 if acts_first(ctx.merchant(snap.merchant), snap) else 1
+    return 1 + read + (1 if snap.decision == rules.FLAG else 0)
 
 
 @step(requires={lc.DECIDED}, loop_calls=loop_calls_needed)
@@ -37,6 +59,9 @@ def act_in_loop(run: StepRun) -> None:
     on our own. The return then waits for Loop to show the outcome (close_rma, on a schedule).
     Flag and close are harmless to repeat: after an unclear answer they are sent again if Loop,
     re-read after the settle time, shows they did not land.
+
+    A first attempt usually sends without reading (acts_first): Loop's refusal tells us a person
+    acted meanwhile, and the return is read then.
     """
     ctx, return_id, snap = run.ctx, run.return_id, run.snap
     merchant = ctx.merchant(snap.merchant)
@@ -51,6 +76,8 @@ def act_in_loop(run: StepRun) -> None:
         # An earlier attempt sent the call and stopped before recording the answer (a worker
         # killed mid-call): it may be queued in Loop. Wait for the outcome, never re-send.
         return _after_call(ctx, loop, merchant, snap, accepted=False, sent_now=False)
+    if acts_first(merchant, snap):
+        return _send(ctx, loop, merchant, snap, action, _claim(ctx, return_id))
     details = loop.get_return(snap.loop_return_id)
     state = lc.LoopState.of(details.get("state"))
 
@@ -74,9 +101,15 @@ def act_in_loop(run: StepRun) -> None:
                                  retry_after=settle_s(ctx) - age)
         # It did not land (or never left). Re-claim first: of two workers, only one sends.
         claim = _claim(ctx, return_id, expected=claimed)
+    _send(ctx, loop, merchant, snap, action, claim)
+
+
+def _send(ctx: Context, loop, merchant: Merchant, snap: Return, action: str,
+          claim: datetime | None) -> None:
+    """Send the action under our claim (None: another worker holds it, nothing to do)."""
     if claim is None:
         return
-    accepted = _call_action(ctx, loop, snap, action, return_id, claim)
+    accepted = _call_action(ctx, loop, snap, action, snap.id, claim)
     _after_call(ctx, loop, merchant, snap, accepted=accepted, sent_now=True)
 
 
@@ -187,10 +220,11 @@ def _call_action(ctx: Context, loop, snap: Return, action: str, return_id: int,
         _release(ctx, return_id, claim)  # nothing happened in Loop: the retry starts afresh
         raise
     except FinalError as exc:
-        # Refused: perhaps a person acted in the meantime. Loop's state tells.
+        # Refused: nothing happened in Loop, so the claim goes (a retry starts afresh). Perhaps
+        # a person acted in the meantime: Loop's state tells.
+        _release(ctx, return_id, claim)
         details = loop.get_return(snap.loop_return_id)
         if lc.LoopState.of(details.get("state")) != lc.LoopState.OPEN:
-            _release(ctx, return_id, claim)
             ingest_return(ctx, ctx.merchant(snap.merchant), details,
                           cause=f"Loop refused {action} ({exc.code or exc.message})")
             raise Superseded() from None

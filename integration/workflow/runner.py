@@ -74,7 +74,7 @@ class StepFn(Protocol):
 
 
 def step(*, requires: Collection[str],
-         loop_calls: Callable[[Return], int] | None = None) -> Callable[[Callable[[StepRun], None]], StepFn]:
+         loop_calls: Callable[[Context, Return], int] | None = None) -> Callable[[Callable[[StepRun], None]], StepFn]:
     """A workflow step that runs only while its return is in one of `requires`: a message for a
     return that has moved on (a duplicate, a late retry) is a no-op.
 
@@ -93,7 +93,7 @@ def step(*, requires: Collection[str],
                 if loop_calls is None:
                     body(StepRun(ctx, return_id, snap, states))
                 else:
-                    with ctx.loop_calls(snap.merchant, loop_calls(snap)):
+                    with ctx.loop_calls(snap.merchant, loop_calls(ctx, snap)):
                         body(StepRun(ctx, return_id, snap, states))
             except Superseded:
                 return

@@ -24,8 +24,8 @@ from .test_paths import to_transmitted
 def limited(harness_for):
     """A harness whose demo merchant has a Loop bucket and an RLM semaphore on fakeredis, and
     whose delayed publications are recorded as (step, id, seconds)."""
-    def make(per_minute: float = 60, burst: int = 4, rlm_cap: int = 2):
-        h = harness_for()
+    def make(per_minute: float = 60, burst: int = 4, rlm_cap: int = 2, **merchant_changes):
+        h = harness_for(merchant_changes)
         client = fakeredis.FakeRedis()
         h.redis = client
         h.delayed = []
@@ -110,9 +110,9 @@ def test_the_step_takes_its_calls_tokens_at_once_and_uses_exactly_those(limited)
     _, rid = decided(h)
     key = h.ctx.loop(h.merchant).limiter.key
     before = float(h.redis.hget(key, "tokens"))
-    h.drain()  # a process decision: the state read and the call, two tokens
+    h.drain()  # a process decision, first attempt: the call alone, one token
     assert h.ret(rid).state == lc.LOOP_ACTIONED
-    assert before - float(h.redis.hget(key, "tokens")) == pytest.approx(2.0, abs=0.1)
+    assert before - float(h.redis.hget(key, "tokens")) == pytest.approx(1.0, abs=0.1)
     assert h.ctx.loop(h.merchant).limiter._prepaid == 0  # nothing left over for another step
 
 
@@ -176,11 +176,12 @@ def test_a_webhook_needing_a_loop_read_without_a_token_waits_its_turn_uncounted(
 
 
 class RefusesTheAction:
-    """A limiter whose merchant runs out between the read and the action (as when the tokens a
-    step took ahead were fewer than its path needed)."""
+    """A limiter whose merchant runs out just before the action (after the read, if the step
+    reads first), as when the tokens a step took ahead were fewer than its path needed."""
 
-    def __init__(self):
+    def __init__(self, calls_allowed: int):
         self.calls = 0
+        self.calls_allowed = calls_allowed
         self.waited_s = 0.0
 
     def prepay(self, n: int) -> None:
@@ -191,16 +192,18 @@ class RefusesTheAction:
 
     def acquire(self) -> None:
         self.calls += 1
-        if self.calls > 1:
+        if self.calls > self.calls_allowed:
             from integration.errors import NoSlot
 
             raise NoSlot("loop", "rate limit: no request slot for this merchant now", retry_after=30.0)
 
 
-def test_refused_after_its_claim_the_step_releases_it_and_acts_once_later(limited):
-    h = limited()
+@pytest.mark.parametrize("reads_first", [False, True], ids=["acts-first", "reads-first"])
+def test_refused_after_its_claim_the_step_releases_it_and_acts_once_later(limited, reads_first):
+    # A shop whose Loop processes flagged returns: the step reads Loop's state before processing.
+    h = limited(loop_processes_flagged=reads_first)
     loop_id, rid = decided(h)
-    h.ctx.loop(h.merchant).limiter = RefusesTheAction()
+    h.ctx.loop(h.merchant).limiter = RefusesTheAction(calls_allowed=1 if reads_first else 0)
     h.drain(limit=1)
     ret = h.ret(rid)
     assert ret.state == lc.DECIDED and ret.loop_action_claimed_at is None and ret.loop_call_sent_at is None
