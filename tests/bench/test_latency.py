@@ -98,3 +98,36 @@ def test_a_failed_latency_run_keeps_its_earlier_figures(tmp_path):
     failed = Result("latency", error="RuntimeError: boom", run=dict(RUN))  # as python -m bench names it
     (kept,) = figures.record(report, "sqlite", [failed])["sqlite"]
     assert kept.rows[0].measured == "p95 58.0 s" and any("boom" in n for n in kept.notes)
+
+
+def _stored_run(p95: float, missing: int = 0) -> dict:
+    """What a run keeps (Result.extra), as docs/benchmarks-<db>.json holds it."""
+    spread = {"n": 120, "p50": 1.0, "p95": 2.0, "p99": 2.5, "max": 3.0}
+    cost = {"requests": 1, "cpu_s": 0.005, "server_cpu_s": 0.0, "wall_s": 0.16}
+    return {"rate": 1.0, "cycles": 2, "interval_s": 60.0, "open": 10_000, "receipts": 120, "missing": missing,
+            "database": "SQLite", "flow_s": 119.0, "drain_s": 26.0, "phase_s": 170.0, "unmatched_cycles": 0,
+            "states": {}, "decisions": {"process": 120}, "restarts": {}, "rlm_feed_requests": 2, "loop_429": 0,
+            "loop_requests": {"GET details": 120, "POST process": 120},
+            "settings": {"receipt_poll_interval_s": 60.0, "sweep_interval_s": 60.0, "stuck_after_s": 900.0,
+                         "reconcile_interval_s": 900.0, "loop_settle_s": 60.0, "loop_requests_per_minute": 285.0},
+            "latency": {"n": 120, "p50": 41.0, "p95": p95, "p99": 70.0, "max": 76.0},
+            "stages": {name: dict(spread) for name in latency.STAGES},
+            "cycles_seen": {"count": 2, "wall": spread, "starts_apart": spread},
+            "costs": {"idle": dict(cost), "busy": {**cost, "receipts": 60}}}
+
+
+def test_the_goal_is_p95_within_the_poll_interval_plus_five_seconds():
+    met = latency.report(_stored_run(p95=61.2), "sqlite")
+    assert met.rows[0].met is True and met.rows[0].ratio == "0.94" and not met.notes
+    assert "60 s" in met.rows[0].benchmark and "bound 65 s" in met.rows[0].baseline
+    missed = latency.report(_stored_run(p95=70.0), "sqlite")
+    assert missed.rows[0].met is False
+    (note,) = missed.notes
+    assert "by 5.0 s" in note and all(stage in note for stage in latency.STAGES)
+    assert latency.report(_stored_run(p95=50.0, missing=1), "sqlite").rows[0].met is False  # one never acted on
+
+
+def test_the_choice_of_interval_is_argued_from_the_measured_costs():
+    text = "\n".join(latency.report(_stored_run(p95=61.2), "sqlite").details)
+    assert "| 300 s | 288 | 288 |" in text and "| 60 s | 1,440 | 1,440 |" in text and "| 30 s | 2,880 | 2,880 |" in text
+    assert "1,152 more RLM requests a day" in text
