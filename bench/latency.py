@@ -8,9 +8,9 @@ RECEIPT_POLL_INTERVAL_S, the sweep every SWEEP_INTERVAL_S, Loop's bucket at 285 
 The sandboxes add latency to every API call as in the other benchmarks (RLM 150 ms, Loop 80 ms).
 
 10,000 open RMAs wait for their goods in our database (`transmitted`, written directly as
-`create_rma` and `transmit_rma` leave them, the rows the polling and sweeper benchmarks seed); a
-few hundred of them, spread evenly, also exist as transmitted RAs in the RLM sandbox and as open
-returns in the Loop sandbox. The warehouse then records receipts against those at a steady rate
+`create_rma` and `transmit_rma` leave them, the rows the polling and sweeper benchmarks seed); one
+of them per receipt to come, spread evenly, also exists as a transmitted RA in the RLM sandbox and
+as an open return in the Loop sandbox. The warehouse then records receipts against those at a steady rate
 (`POST /_sim/.../receive`, scenario `exact`), for a whole number of poll intervals. For each
 receipt the latency runs from its record time in the RLM sandbox to the moment the Loop sandbox
 records our process call for its return (both sandboxes' own clocks, unrounded).
