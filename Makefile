@@ -68,8 +68,9 @@ demo: $(STAMP)
 chaos: $(STAMP)
 	$(BIN)/python -m stack.cli chaos $(ARGS)
 
-# Throughput, polling and sweeping cost and memory against the limits that bound them (about 10
-# minutes); on SQLite, or with ARGS="--db postgres" on a throwaway PostgreSQL cluster. Prints a
+# Throughput, polling and sweeping cost, memory, merchant fairness and the receipt -> Loop action
+# latency against the limits that bound them (about 16 minutes on 2 CPUs: the latency phase runs
+# at the 60 s default poll interval, about 3 of them); on SQLite, or with ARGS="--db postgres" on a throwaway PostgreSQL cluster. Prints a
 # table, keeps each database's figures in docs/benchmarks-<db>.json and writes docs/benchmarks.md
 # from both. Never part of `make test`.
 bench: $(STAMP)

@@ -1,4 +1,4 @@
-"""`python -m bench [--only receiver,polling,sweeper,memory,pipeline] [--db sqlite|postgres] [--out docs/benchmarks.md]`."""
+"""`python -m bench [--only receiver,polling,sweeper,memory,pipeline,fairness,latency] [--db sqlite|postgres] [--out docs/benchmarks.md]`."""
 from __future__ import annotations
 
 import argparse
@@ -17,7 +17,7 @@ from .common import ROOT, Result, machine
 from .database import DATABASES
 from .report import render, table
 
-BENCHMARKS = ("receiver", "polling", "sweeper", "memory", "pipeline", "fairness")
+BENCHMARKS = ("receiver", "polling", "sweeper", "memory", "pipeline", "fairness", "latency")
 
 
 def _run(name: str, args) -> Result:
@@ -49,6 +49,11 @@ def _run(name: str, args) -> Result:
 
         return fairness.main(args.fairness_burst, args.fairness_rate, quick=args.quick, progress=progress,
                              db=args.db)
+    if name == "latency":
+        from . import latency
+
+        return latency.main(args.latency_rate, args.latency_cycles, args.latency_interval, quick=args.quick,
+                            progress=progress, db=args.db)
     raise ValueError(name)
 
 
@@ -69,6 +74,12 @@ def main(argv: list[str] | None = None) -> int:
                         help="fairness: how many returns the bursting merchant decides")
     parser.add_argument("--fairness-rate", type=float, default=100.0,
                         help="fairness: the burst's decisions a second (0: all published at once)")
+    parser.add_argument("--latency-rate", type=float, default=1.0,
+                        help="latency: receipts a second the warehouse records")
+    parser.add_argument("--latency-cycles", type=float, default=2.0,
+                        help="latency: how many poll intervals the flow of receipts lasts (1 with --quick)")
+    parser.add_argument("--latency-interval", type=float,
+                        help="latency: the receipt poll interval in seconds (default: the service's default)")
     parser.add_argument("--quick", action="store_true", help="shorter runs and smaller sizes (a smoke test)")
     parser.add_argument("--keep", action="store_true",
                         help="keep the runs' working directories (databases, logs) instead of deleting them")
@@ -103,7 +114,7 @@ def main(argv: list[str] | None = None) -> int:
     elapsed = time.monotonic() - started
 
     # Run in the order above (the long pipeline last); report in the issue's order.
-    order = ("receiver", "pipeline", "polling", "sweeper", "memory", "fairness")
+    order = ("receiver", "pipeline", "polling", "sweeper", "memory", "fairness", "latency")
     results = [r for _, r in sorted(zip(chosen, results, strict=True), key=lambda nr: order.index(nr[0]))]
     print()
     print(table(results), flush=True)

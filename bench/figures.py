@@ -17,7 +17,7 @@ from .database import DATABASES
 
 # The order, the report's.
 ORDER = ("Receiver throughput", "Pipeline throughput under Loop's limit", "Polling cost", "Sweeper cost", "Memory",
-         "Merchant fairness")
+         "Merchant fairness", "Receipt → Loop action latency")
 
 
 def figures_path(report: Path, db: str) -> Path:
@@ -43,7 +43,7 @@ def _order(name: str) -> int:
 
 
 # `python -m bench` names a benchmark that failed by its short name.
-SHORT = dict(zip(("receiver", "pipeline", "polling", "sweeper", "memory", "fairness"), ORDER, strict=True))
+SHORT = dict(zip(("receiver", "pipeline", "polling", "sweeper", "memory", "fairness", "latency"), ORDER, strict=True))
 
 
 def merge(stored: list[Result], new: list[Result]) -> list[Result]:

@@ -101,6 +101,12 @@ class Clock:
             moment = self._frozen_at or datetime.now(UTC) + self._offset
         return moment.replace(microsecond=0)
 
+    def precise(self) -> float:
+        """The same time as `now`, unrounded, in seconds since the epoch (`/_sim` answers only)."""
+        with self._lock:
+            moment = self._frozen_at or datetime.now(UTC) + self._offset
+        return moment.timestamp()
+
     def set(self, moment: datetime) -> None:
         with self._lock:
             if self._frozen_at is not None:
@@ -701,18 +707,20 @@ class RlmState:
 
     # ----- sandbox receiving (B.9) ------------------------------------------------------------------
 
-    def sim_receive(self, number: int, ra_number: int, body: dict) -> tuple[dict | None, str]:
-        """A 3PL receipt from a named scenario or explicit `lines`. Returns (receipt or None, RA status)."""
+    def sim_receive(self, number: int, ra_number: int, body: dict) -> tuple[dict | None, str, float]:
+        """A 3PL receipt from a named scenario or explicit `lines`. Returns (receipt or None, RA
+        status, when it was recorded: the sandbox's clock unrounded, for `make bench`)."""
         with self.lock:
             company = self.company(number)
             ra = self._ra(company, ra_number)
+            recorded = self.clock.precise()
             if "lines" in body:
                 receipt = self._post_receipt(company, ra, {"lines": body["lines"]}, "SANDBOX")
             elif body.get("scenario") in SCENARIOS:
                 receipt = self._receive_scenario(company, ra, body["scenario"])
             else:
                 raise bad_parameter("scenario")
-            return copy.deepcopy(receipt), ra["status"]
+            return copy.deepcopy(receipt), ra["status"], recorded
 
     def _receive_scenario(self, company: Company, ra: dict, scenario: str) -> dict | None:
         if ra["status"] not in AWAITING_RECEIPTS:

@@ -598,3 +598,14 @@ def test_concurrent_actions_are_counted_once_each(app):
         assert stats["totals"]["flag"] == 8 and stats["totals"]["refused"] == 8
     finally:
         server.stop()
+
+
+def test_the_ledger_keeps_each_action_unrounded(client):
+    """`make bench` (latency) times our process call by the sandbox's ledger, to the microsecond."""
+    import time
+
+    ret = new_return(client)
+    before = time.time()
+    assert client.post(f"{API}/warehouse/return/{ret['id']}/process", headers=AUTH, json={}).get_json() == "true"
+    (action,) = client.get(f"/_sim/returns/{ret['id']}").get_json()["actions"]
+    assert before - 0.001 <= action["at_s"] <= time.time() + 0.001

@@ -630,3 +630,16 @@ def test_timeout_fault_over_http_times_out_client_but_commits(server):
         requests.post(url, json=ra_body("loop-2"), auth=("demo", "demo-rlm-key"), timeout=0.1)
     retry = requests.post(url, json=ra_body("loop-2"), auth=("demo", "demo-rlm-key"), timeout=5)
     assert retry.status_code == 200 and retry.json()["replayed"] is True
+
+
+def test_sim_receive_answers_the_unrounded_record_time(api):
+    """`make bench` (latency) times a receipt from the sandbox's own clock, to the microsecond,
+    while the API keeps RLM's whole seconds."""
+    from datetime import datetime
+
+    ra = ra_in_status(api, "TRANSMITTED")
+    before = time.time()
+    answer = api.receive(ra, "exact").json
+    assert before - 0.001 <= answer["recorded_at_s"] <= time.time() + 0.001
+    assert "recorded_at_s" not in answer["receipt"]
+    assert abs(answer["recorded_at_s"] - datetime.fromisoformat(answer["receipt"]["updated_at"]).timestamp()) < 1
