@@ -42,7 +42,7 @@ def _run(name: str, args) -> Result:
     if name == "pipeline":
         from . import pipeline
 
-        returns = args.returns or (200 if args.quick else 1000)
+        returns = args.returns or (200 if args.quick else 600)
         return pipeline.main(returns, args.limit, args.concurrency, progress=progress, db=args.db)
     if name == "fairness":
         from . import fairness
@@ -66,7 +66,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--json", help="also write the raw figures here")
     parser.add_argument("--db", choices=DATABASES, default="sqlite",
                         help="the database every benchmark runs on (postgres: a throwaway local cluster)")
-    parser.add_argument("--returns", type=int, help="pipeline: how many returns (1000; 200 with --quick)")
+    parser.add_argument("--returns", type=int, help="pipeline: how many returns (600; 200 with --quick)")
     parser.add_argument("--limit", type=int, default=300,
                         help="pipeline: Loop's requests/min per key in the sandbox (300 is Loop's real limit)")
     parser.add_argument("--concurrency", type=int, default=12, help="pipeline: processes per Celery worker")

@@ -66,7 +66,7 @@ def _post(url: str, body: dict) -> None:
     requests.post(url, json=body, timeout=30).raise_for_status()
 
 
-def run(returns: int = 1000, limit: int = REAL_LIMIT, concurrency: int = 12, timeout_s: float = 540.0,
+def run(returns: int = 600, limit: int = REAL_LIMIT, concurrency: int = 12, timeout_s: float = 540.0,
         workdir: Path | None = None, progress=print, db: str = "sqlite") -> dict:
     workdir = workdir or Path(tempfile.mkdtemp(prefix="bench-pipeline-"))
     out: dict = {"returns": returns, "limit": limit, "bucket": limit * BUCKET_SHARE,
@@ -203,7 +203,7 @@ def steady_rate(times: list[float], lo: float = 0.1, hi: float = 0.9) -> float:
     return (int(hi * (len(times) - 1)) - int(lo * (len(times) - 1))) / max(1e-9, b - a) * 60
 
 
-def main(returns: int = 1000, limit: int = REAL_LIMIT, concurrency: int = 12, progress=print,
+def main(returns: int = 600, limit: int = REAL_LIMIT, concurrency: int = 12, progress=print,
          db: str = "sqlite") -> Result:
     result = Result("Pipeline throughput under Loop's limit")
     data = run(returns, limit, concurrency, progress=progress, db=db)
