@@ -249,16 +249,6 @@ def _fit_to_columns(session: Session, _context, _instances) -> None:
                 setattr(obj, attr.key, value[:size])
 
 
-def fit_row(table, row: dict) -> dict:
-    """The same cut for a Core insert's values."""
-    out = dict(row)
-    for name, value in row.items():
-        size = getattr(table.c[name].type, "length", None)
-        if size is not None and isinstance(value, str) and len(value) > size:
-            out[name] = value[:size]
-    return out
-
-
 def create_all(engine) -> None:
     Base.metadata.create_all(engine)
 
@@ -275,7 +265,6 @@ __all__ = [
     "TimelineEntry",
     "WebhookEvent",
     "create_all",
-    "fit_row",
     "func",
     "receipts_for",
     "utcnow",
