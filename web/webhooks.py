@@ -37,7 +37,9 @@ def receive(merchant: str):
         current_app.config["ENQUEUE_EVENT"](row_id)
     except Exception:  # broker down (the relay's submit never raises; a direct enqueue may)
         log.exception("webhook.enqueue_failed event_id=%s", row_id)
-    return jsonify({"status": "accepted", "event_id": row_id}), 202
+    # Built by hand: cheaper than jsonify, on the path every delivery takes.
+    return current_app.response_class(f'{{"event_id":{row_id},"status":"accepted"}}\n', 202,
+                                      mimetype="application/json")
 
 
 def _answer(status: int, message: str):

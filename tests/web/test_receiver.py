@@ -220,3 +220,40 @@ def test_operator_api_needs_the_bearer_token(client):
     assert client.get("/api/returns/1", headers={"Authorization": "Bearer wrong"}).status_code == 401
     response = client.get("/api/returns/1", headers={"Authorization": "Bearer test-admin"})
     assert response.status_code == 404
+
+
+def test_no_log_line_carries_the_body_from_receipt_to_reading(post_webhook, sessions, handle_stored, caplog):
+    import logging
+
+    caplog.set_level(logging.DEBUG)
+    post_webhook(CREATED)
+    post_webhook(None, raw=wire(CREATED)[:-1])  # not JSON: invalid
+    post_webhook({**CREATED, "id": ["x"]})  # not a usable event: invalid, with the field messages
+    handle_stored()
+    logged = "\n".join(f"{r.getMessage()} {r.args!r}" for r in caplog.records)
+    for pii in ("jane@example.com", "Jane Doe", "Brooklyn", "11201"):
+        assert pii not in logged
+    assert [r.status for r in rows(sessions)] == ["done", "invalid", "invalid"]
+    assert all(r.raw_body is None for r in rows(sessions))
+
+
+def test_a_stored_row_whose_message_is_lost_is_re_driven_by_the_sweeper(post_webhook, sessions, merchants,
+                                                                        handle_stored):
+    from datetime import timedelta
+
+    from integration.settings import load_settings
+    from integration.store.models import utcnow
+    from integration.workflow.context import Context
+    from integration.workflow.sweeper import sweep
+
+    post_webhook(CREATED)  # its relay message lost
+    [row] = rows(sessions)
+    sent: list = []
+    settings = load_settings()
+    ctx = Context(settings=settings, merchants=merchants, sessions=sessions,
+                  enqueue=lambda step, target: sent.append((step, target)))
+    assert sweep(ctx)["events"] == 0  # its lease is not over yet
+    ctx.now = lambda: utcnow() + timedelta(seconds=settings.stuck_after_s + 1)
+    assert sweep(ctx)["events"] == 1 and sent == [("handle_event", row.id)]
+    handle_stored(row.id)
+    assert rows(sessions)[0].status == "done"
