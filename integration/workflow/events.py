@@ -9,6 +9,7 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import undefer
 
 from integration.errors import NoSlot, NotFound
+from integration.infra import logs
 from integration.loop.webhooks import HANDLED_TOPICS, InvalidEvent, read_body
 from integration.loop.webhooks import dedupe_key as event_key
 from integration.merchants import Merchant
@@ -30,6 +31,12 @@ def handle_event(ctx: Context, event_id: int) -> None:
     if claimed is None:
         return
     merchant_name, payload = claimed
+    # Read only now (the receiver stores bodies unread): every line from here names the return.
+    with logs.bound(merchant=merchant_name, loop_return_id=payload.get("loop_return_id")):
+        _handle(ctx, event_id, merchant_name, payload)
+
+
+def _handle(ctx: Context, event_id: int, merchant_name: str, payload: dict) -> None:
     topic = payload.get("topic")
     merchant = ctx.merchants.get(merchant_name)
     if merchant is None:
