@@ -6,6 +6,10 @@ now the receiver's key of the bytes. Rows stored before were read by the receive
 `dedupe_key` is their event key, copied so that the same event sent again in other bytes is
 still recognised (invalid rows keep theirs, a body hash, in `dedupe_key` only).
 
+Deploying: a worker of the release before this one cannot read a raw row (it would mark it
+`ignored`, finding no topic), so workers should run this release before, or together with, the
+receiver; a delivery lost that way is found again by the Loop returns pull.
+
 Revision ID: 0008
 Revises: 0007
 Create Date: 2026-12-06 10:00:00
