@@ -154,13 +154,13 @@ def describe(run: dict) -> str:
             f"{run['server_cpu_ms']:.2f} ms{db} | {run['n']} | {json.dumps(run['statuses'])}{extra} |")
 
 
-def main(quick: bool = False, what_if: bool = True, db: str = "sqlite") -> Result:
+def main(quick: bool = False, db: str = "sqlite") -> Result:
     workdir = Path(tempfile.mkdtemp(prefix="bench-receiver-"))
     with Databases(db, workdir / "databases") as dbs:
-        return _main(dbs, workdir, quick, what_if)
+        return _main(dbs, workdir, quick)
 
 
-def _main(dbs: Databases, workdir: Path, quick: bool, what_if: bool) -> Result:
+def _main(dbs: Databases, workdir: Path, quick: bool) -> Result:
     result = Result("Receiver throughput")
     duration = 4.0 if quick else 8.0
     levels = (8, 16) if not quick else (16,)
@@ -188,7 +188,6 @@ def _main(dbs: Databases, workdir: Path, quick: bool, what_if: bool) -> Result:
         phases = _phases(server, dbs)
     finally:
         server.stop()
-    lean = _what_if(workdir, dbs, duration) if what_if else []
 
     base, recv = best[BASELINE], best[RECEIVER]
     ratio = recv["rps"] / base["rps"]
@@ -235,21 +234,6 @@ def _main(dbs: Databases, workdir: Path, quick: bool, what_if: bool) -> Result:
             "|---|---|",
             *[f"| {name} | {value:.3f} ms |" for name, value in phases.items()],
         ]
-    if lean:
-        lean_base = next(r for r in lean if r["path"] == BASELINE)
-        result.details += [
-            "",
-            "What-if, same settings, a second server running `bench.lean_receiver:create_app()` (the real "
-            "app plus a prototype route, the receiver without marshmallow in the request; see "
-            "[recommendations](#recommendations)):",
-            "",
-            "| Endpoint | Load | req/s | p50 | p99 | server CPU per request | requests | statuses |",
-            "|---|---|---|---|---|---|---|---|",
-            *[describe(r) for r in lean],
-            "",
-            "Ratio to this server's baseline: " + ", ".join(
-                f"`{r['path']}` {r['rps'] / lean_base['rps']:.2f}" for r in lean if r["path"] != BASELINE) + ".",
-        ]
     if ratio < 0.5:
         result.notes.append(
             f"Receiver throughput is {ratio:.2f} of the baseline, short of the 0.50 target by "
@@ -272,24 +256,9 @@ def _main(dbs: Databases, workdir: Path, quick: bool, what_if: bool) -> Result:
             f"p99 at 80% of the maximum rate ({at80['rps']:.0f} req/s) is {ms(at80['p99'])}, over 50 ms by "
             f"{ms(at80['p99'] - 0.050)}; p50 {ms(at80['p50'])} against {ms(open_runs[1]['p50'])} for the baseline "
             f"at the same rate: {why}.")
-    result.extra = {"best": best, "fresh": fresh, "open": open_runs, "stored": stored, "lean": lean, "phases": phases,
+    result.extra = {"best": best, "fresh": fresh, "open": open_runs, "stored": stored, "phases": phases,
                     "workdir": str(workdir), "database": dbs.kind}
     return result
-
-
-LEAN_RAW = "/bench/lean-raw/demo"
-
-
-def _what_if(workdir: Path, dbs: Databases, duration: float) -> list[dict]:
-    server = Server(workdir / "lean", dbs.new("lean"), app="bench.lean_receiver:create_app()", db_cpu=dbs.server_cpu_s)
-    load = Load(server, workdir)
-    try:
-        paths = (BASELINE, LEAN_RAW)
-        for path in paths:
-            load.run(path, duration_s=1.5, concurrency=4, warmup_s=0.5, expect_rate=1000)
-        return [load.run(path, duration_s=duration, concurrency=16) for path in paths]
-    finally:
-        server.stop()
 
 
 def _phases(server: Server, dbs: Databases) -> dict[str, float]:

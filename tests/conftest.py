@@ -73,6 +73,43 @@ def post_webhook(client):
     return post
 
 
+class LoopReadsOpen:
+    """Loop for the inbox's worker without a sandbox: every return it is asked about is open."""
+
+    limiter = None
+
+    def get_return(self, loop_id: str) -> dict:
+        return {"id": loop_id, "state": "open", "line_items": []}
+
+
+@pytest.fixture
+def handle_stored(sessions, merchants):
+    """The worker's part of a delivery: `loop.handle_event`'s body (events.handle_event) on each
+    row given, or on every row still `received`; Loop is LoopReadsOpen. Returns the steps sent."""
+    from sqlalchemy import select
+
+    from integration.settings import load_settings
+    from integration.store.models import WebhookEvent
+    from integration.workflow import events
+    from integration.workflow.context import Context
+
+    sent: list[tuple[str, object]] = []
+    ctx = Context(settings=load_settings(), merchants=merchants, sessions=sessions,
+                  enqueue=lambda step, target: sent.append((step, target)))
+    ctx._loop.update({name: LoopReadsOpen() for name in merchants})  # type: ignore[misc]
+
+    def handle(*event_ids: int) -> list[tuple[str, object]]:
+        if not event_ids:
+            with sessions() as s:
+                event_ids = tuple(s.scalars(select(WebhookEvent.id).where(WebhookEvent.status == "received")
+                                            .order_by(WebhookEvent.id)))
+        for event_id in event_ids:
+            events.handle_event(ctx, event_id)
+        return sent
+
+    return handle
+
+
 @pytest.fixture(scope="session")
 def stack(tmp_path_factory):
     """The real stack: Valkey, both sandboxes, gunicorn, a Celery worker and beat."""

@@ -95,19 +95,37 @@ def _setup_logging(loglevel=None, **_):
 
 
 # --- per task ------------------------------------------------------------------------------
-_running: dict[str, tuple[Token, float]] = {}
+_running: dict[str, tuple[Token, float, bool]] = {}
 
 
 @signals.task_prerun.connect
 def _task_started(task_id=None, task=None, args=None, **_):
-    token = logs.bind(task=task.name, task_id=task_id, **_subject(task.name, args or ()))
-    _running[task_id] = (token, time.monotonic())
+    subject = _subject(task.name, args or ())
+    token = logs.bind(task=task.name, task_id=task_id, **subject)
+    # A delivery not read yet names no return: its task's last line looks again (see below).
+    _running[task_id] = (token, time.monotonic(), task.name == EVENT_TASK and not subject.get("loop_return_id"))
     _watch_api_errors()
+
+
+@signals.task_success.connect
+@signals.task_retry.connect
+@signals.task_failure.connect
+def _name_what_was_read(sender=None, **_):
+    """A delivery's task has read its body by now: the row names its return (if it was usable),
+    bound before Celery logs the outcome. The postrun's unbind drops this binding too (it
+    restores the fields as they were before the task)."""
+    request = getattr(sender, "request", None)
+    entry = _running.get(getattr(request, "id", None) or "")
+    if request is None or entry is None or not entry[2]:
+        return
+    token, started, _unread = entry
+    logs.bind(**_subject(sender.name, request.args or ()))
+    _running[request.id] = (token, started, False)
 
 
 @signals.task_postrun.connect
 def _task_finished(task_id=None, task=None, state=None, **_):
-    token, started = _running.pop(task_id, (None, time.monotonic()))
+    token, started, _unread = _running.pop(task_id, (None, time.monotonic(), False))
     seconds = time.monotonic() - started
     try:
         log.info("task %s %s in %.3f s", task.name, state, seconds,

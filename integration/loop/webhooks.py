@@ -130,6 +130,29 @@ class LoopEventSchema(Schema):
 _SCHEMA = LoopEventSchema()
 
 
+class InvalidEvent(ValueError):
+    """A signed body that is not JSON, or not a usable Loop event; the text says why (field
+    messages as JSON), never quoting the body."""
+
+
+def read_body(raw: bytes) -> dict:
+    """A stored webhook body as its validated, PII-free event (parse_event); InvalidEvent if it
+    is not standard JSON or not a usable Loop event."""
+    try:
+        payload = json.loads(raw, parse_constant=_not_json)
+    except (ValueError, RecursionError):  # UnicodeDecodeError is a ValueError
+        raise InvalidEvent("body is not valid JSON") from None
+    try:
+        return parse_event(payload)
+    except ValidationError as exc:
+        raise InvalidEvent(json.dumps(exc.messages)[:2000]) from None
+
+
+def _not_json(constant: str):
+    """Standard JSON only: Python's NaN and Infinity are refused like any other non-JSON."""
+    raise ValueError(f"{constant} is not JSON")
+
+
 def parse_event(payload: Any) -> dict:
     """Validated, PII-free event dict; raises ValidationError with field messages."""
     if not isinstance(payload, dict):

@@ -64,9 +64,11 @@ def pool_options() -> dict[str, int | float]:
 
 
 def _make_engine(url: str, transient: bool = False) -> Engine:
+    # hide_parameters: a database error's text (logged, retried, stored as a row's last error)
+    # never quotes the values, which can be a webhook's body or a shopper's address.
     if not url.startswith("sqlite"):
         pooling: dict = {"poolclass": NullPool} if transient else pool_options()
-        engine = create_engine(url, pool_pre_ping=True, future=True, **pooling)
+        engine = create_engine(url, pool_pre_ping=True, future=True, hide_parameters=True, **pooling)
         if url.startswith("postgresql"):
             @event.listens_for(engine, "do_connect")
             def _name(dialect, conn_rec, cargs, cparams):
@@ -77,7 +79,7 @@ def _make_engine(url: str, transient: bool = False) -> Engine:
     path = url.split("///", 1)[-1]
     if path and path != ":memory:":
         Path(path).parent.mkdir(parents=True, exist_ok=True)
-    engine = create_engine(url, connect_args={"timeout": 30, "check_same_thread": False})
+    engine = create_engine(url, connect_args={"timeout": 30, "check_same_thread": False}, hide_parameters=True)
 
     @event.listens_for(engine, "connect")
     def _pragmas(dbapi_conn, _record):

@@ -11,6 +11,7 @@ from sqlalchemy import (
     ForeignKey,
     Index,
     Integer,
+    LargeBinary,
     String,
     Text,
     UniqueConstraint,
@@ -31,8 +32,10 @@ class Base(DeclarativeBase):
 
 
 class InboxStatus(StrEnum):
-    """An inbox row's life: received -> processing -> done | ignored | failed. `invalid`: stored
-    for inspection only (it never reaches a worker)."""
+    """An inbox row's life: received -> processing -> done | ignored | failed | invalid |
+    duplicate. The receiver stores the raw delivery as `received`; the worker reads it first:
+    `invalid` (not JSON or not a usable Loop event), `duplicate` (the same event as a row already
+    handled, in other bytes) and `ignored` (a topic we do not act on) end there."""
 
     RECEIVED = "received"
     PROCESSING = "processing"
@@ -40,22 +43,38 @@ class InboxStatus(StrEnum):
     IGNORED = "ignored"
     FAILED = "failed"
     INVALID = "invalid"
+    DUPLICATE = "duplicate"
 
 
 OPEN_EVENTS = (InboxStatus.RECEIVED, InboxStatus.PROCESSING)  # a worker still has to finish them
-FINISHED_EVENTS = (InboxStatus.DONE, InboxStatus.IGNORED, InboxStatus.FAILED, InboxStatus.INVALID)
+FINISHED_EVENTS = (InboxStatus.DONE, InboxStatus.IGNORED, InboxStatus.FAILED, InboxStatus.INVALID,
+                   InboxStatus.DUPLICATE)
 
 
 class WebhookEvent(Base):
-    """Inbox: every accepted Loop delivery, stored (PII-minimised) before it is acknowledged."""
+    """Inbox: every signed Loop delivery, stored raw before it is acknowledged, then read by a
+    worker (integration/workflow/events.py) into its PII-minimised event."""
 
     __tablename__ = "webhook_events"
-    __table_args__ = (UniqueConstraint("merchant", "dedupe_key", name="uq_webhook_events_dedupe"),)
+    __table_args__ = (
+        UniqueConstraint("merchant", "dedupe_key", name="uq_webhook_events_dedupe"),
+        UniqueConstraint("merchant", "event_key", name="uq_webhook_events_event_key"),
+    )
 
     id: Mapped[int] = mapped_column(primary_key=True)
     merchant: Mapped[str] = mapped_column(String(64))
+    # The delivery's key, set by the receiver: the body's SHA-256 (a byte-identical re-delivery
+    # is refused by the unique constraint), random for a processing failure (store/inbox.py).
     dedupe_key: Mapped[str] = mapped_column(String(64))
     body_sha256: Mapped[str] = mapped_column(String(64))
+    # The event's key (integration.loop.webhooks.dedupe_key), set by the worker once the body is
+    # read: the same event in other bytes is handled once. NULL until then, and for a row that
+    # is invalid or a duplicate (NULLs never collide, on SQLite or PostgreSQL).
+    event_key: Mapped[str | None] = mapped_column(String(64))
+    # The signed body as received, kept only until a worker has read it (it holds the shopper's
+    # email and address): then replaced by `payload`, or cleared.
+    # Deferred: only the worker reading it loads it (undefer), not every query of the inbox.
+    raw_body: Mapped[bytes | None] = mapped_column(LargeBinary, deferred=True)
     topic: Mapped[str | None] = mapped_column(String(64))
     trigger: Mapped[str | None] = mapped_column(String(64))
     loop_return_id: Mapped[str | None] = mapped_column(String(32), index=True)
@@ -230,16 +249,6 @@ def _fit_to_columns(session: Session, _context, _instances) -> None:
                 setattr(obj, attr.key, value[:size])
 
 
-def fit_row(table, row: dict) -> dict:
-    """The same cut for a Core insert's values."""
-    out = dict(row)
-    for name, value in row.items():
-        size = getattr(table.c[name].type, "length", None)
-        if size is not None and isinstance(value, str) and len(value) > size:
-            out[name] = value[:size]
-    return out
-
-
 def create_all(engine) -> None:
     Base.metadata.create_all(engine)
 
@@ -256,7 +265,6 @@ __all__ = [
     "TimelineEntry",
     "WebhookEvent",
     "create_all",
-    "fit_row",
     "func",
     "receipts_for",
     "utcnow",

@@ -1,5 +1,8 @@
 """What the service keeps about shoppers and deliveries, and for how long.
 
+- A delivery's raw body (the shopper's email and address among the rest): on its inbox row only
+  until a worker reads it, then replaced by the parsed event (workflow/events.py), or cleared
+  when the row is finished with before that (`finish_event`).
 - The shopper's ship-from address: on an inbox row until the row is finished with, whatever the
   outcome (`finish_event`); on a return only while it is `received` (lifecycle.transition).
 - Webhook bodies, their error texts and timeline details: RETENTION_DAYS (`purge_old_data`).
@@ -22,8 +25,9 @@ BATCH = 1000  # rows per transaction: short locks, whatever the backlog
 
 
 def finish_event(ev: WebhookEvent, status: str, error: str | None) -> None:
-    """Give an inbox row its final status; the shopper's address has no business staying."""
-    ev.status, ev.last_error, ev.next_attempt_at = status, error, None
+    """Give an inbox row its final status; the raw body and the shopper's address have no
+    business staying."""
+    ev.status, ev.last_error, ev.next_attempt_at, ev.raw_body = status, error, None, None
     if ev.payload and "ship_from" in ev.payload:
         ev.payload = {k: v for k, v in ev.payload.items() if k != "ship_from"}
 
@@ -40,8 +44,9 @@ def purge_old_data(sessions: sessionmaker[Session], now: datetime, days: float, 
         # Finished deliveries: the body and the error text (a validation message can quote it).
         "webhook_events": (WebhookEvent, select(WebhookEvent.id).where(
             WebhookEvent.status.in_(FINISHED_EVENTS), WebhookEvent.received_at < cutoff,
-            (WebhookEvent.payload.is_not(None)) | (WebhookEvent.last_error.is_not(None))),
-            {"payload": None, "last_error": None}),
+            (WebhookEvent.payload.is_not(None)) | (WebhookEvent.last_error.is_not(None))
+            | (WebhookEvent.raw_body.is_not(None))),
+            {"payload": None, "last_error": None, "raw_body": None}),
         # Timeline details quote upstream messages and notes; the cause and states stay.
         "timeline": (TimelineEntry, select(TimelineEntry.id).where(
             TimelineEntry.at < cutoff, TimelineEntry.detail.is_not(None)), {"detail": None}),

@@ -4,9 +4,14 @@ from __future__ import annotations
 
 from datetime import timedelta
 
+from sqlalchemy import select
 from sqlalchemy.exc import IntegrityError
+from sqlalchemy.orm import undefer
 
 from integration.errors import NoSlot, NotFound
+from integration.infra import logs
+from integration.loop.webhooks import HANDLED_TOPICS, InvalidEvent, read_body
+from integration.loop.webhooks import dedupe_key as event_key
 from integration.merchants import Merchant
 from integration.store.db import after_commit, session_scope
 from integration.store.models import OPEN_EVENTS, InboxStatus, Return, WebhookEvent
@@ -19,14 +24,19 @@ from integration.workflow.runner import schedule, slot_horizon_s
 
 
 def handle_event(ctx: Context, event_id: int) -> None:
-    with session_scope(ctx.sessions) as s:
-        ev = s.get(WebhookEvent, event_id, with_for_update=True)
-        if ev is None or ev.status not in OPEN_EVENTS:
-            return
-        ev.status, ev.attempts = InboxStatus.PROCESSING, ev.attempts + 1
-        ev.next_attempt_at = ctx.now() + timedelta(seconds=ctx.settings.stuck_after_s)  # its lease
-        merchant_name, payload = ev.merchant, dict(ev.payload or {})
+    try:
+        claimed = _claim(ctx, event_id)
+    except IntegrityError:  # its event key is taken: the same event, stored in other bytes
+        return _finish_duplicate(ctx, event_id)
+    if claimed is None:
+        return
+    merchant_name, payload = claimed
+    # Read only now (the receiver stores bodies unread): every line from here names the return.
+    with logs.bound(merchant=merchant_name, loop_return_id=payload.get("loop_return_id")):
+        _handle(ctx, event_id, merchant_name, payload)
 
+
+def _handle(ctx: Context, event_id: int, merchant_name: str, payload: dict) -> None:
     topic = payload.get("topic")
     merchant = ctx.merchants.get(merchant_name)
     if merchant is None:
@@ -43,6 +53,53 @@ def handle_event(ctx: Context, event_id: int) -> None:
     else:
         return _finish_event(ctx, event_id, InboxStatus.IGNORED, f"topic {topic} is not acted on")
     _finish_event(ctx, event_id, InboxStatus.DONE, None)
+
+
+def _claim(ctx: Context, event_id: int) -> tuple[str, dict] | None:
+    """Take the row (its lease), reading its raw body first if it still has one: (merchant,
+    event) to act on, or None when there is nothing to do. IntegrityError: the event's key is
+    another row's, committed or committing (the unique constraint settles a race between two
+    workers on SQLite and PostgreSQL alike)."""
+    with session_scope(ctx.sessions) as s:
+        ev = s.get(WebhookEvent, event_id, with_for_update=True, options=[undefer(WebhookEvent.raw_body)])
+        if ev is None or ev.status not in OPEN_EVENTS:
+            return None
+        ev.status, ev.attempts = InboxStatus.PROCESSING, ev.attempts + 1
+        ev.next_attempt_at = ctx.now() + timedelta(seconds=ctx.settings.stuck_after_s)  # its lease
+        if ev.raw_body is not None:
+            raw = ev.raw_body
+            try:
+                event = read_body(raw)
+            except InvalidEvent as exc:
+                # Kept for inspection without its body (it may hold shopper data).
+                finish_event(ev, InboxStatus.INVALID, str(exc))
+                return None
+            _describe(ev, event)
+            ev.payload, ev.event_key, ev.raw_body = event, event_key(event, raw), None
+            if event["topic"] not in HANDLED_TOPICS:
+                finish_event(ev, InboxStatus.IGNORED, f"topic {event['topic']} is not acted on")
+                return None
+            s.flush()  # the event key's unique constraint: raises here if another row has it
+        return ev.merchant, dict(ev.payload or {})
+
+
+def _describe(ev: WebhookEvent, event: dict) -> None:
+    ev.topic, ev.trigger, ev.loop_return_id = event["topic"], event["trigger"], event["loop_return_id"]
+
+
+def _finish_duplicate(ctx: Context, event_id: int) -> None:
+    """A copy of an event another row holds: nothing of it is kept but what it was."""
+    with session_scope(ctx.sessions) as s:
+        ev = s.get(WebhookEvent, event_id, with_for_update=True, options=[undefer(WebhookEvent.raw_body)])
+        if ev is None or ev.status not in OPEN_EVENTS or ev.raw_body is None:
+            return
+        raw = ev.raw_body
+        event = read_body(raw)  # it was read before the conflict: usable
+        original = s.scalar(select(WebhookEvent.id).where(WebhookEvent.merchant == ev.merchant,
+                                                          WebhookEvent.event_key == event_key(event, raw)))
+        _describe(ev, event)
+        ev.payload = None
+        finish_event(ev, InboxStatus.DUPLICATE, f"the same event as delivery {original}")
 
 
 def _return_event(ctx: Context, merchant: Merchant, payload: dict) -> None:

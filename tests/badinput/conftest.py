@@ -1,9 +1,11 @@
-"""Bad input against the real receiver: the production body cap, a real database (SQLite and
-PostgreSQL), and one check that every row the receiver stored is whole."""
+"""Bad input against the real receiver and the worker that reads what it stored: the production
+body cap, a real database (SQLite and PostgreSQL), and one check that every row, once read, is
+whole."""
 from __future__ import annotations
 
 import pytest
 from sqlalchemy import select
+from sqlalchemy.orm import undefer
 
 from integration.loop.signature import sign
 from integration.loop.webhooks import HANDLED_TOPICS, KNOWN_TOPICS
@@ -59,23 +61,32 @@ def post(client, body: bytes, *, signature=SIGNED, content_type="application/jso
 
 def stored(sessions) -> list[WebhookEvent]:
     with sessions() as s:
-        return list(s.scalars(select(WebhookEvent).order_by(WebhookEvent.id)))
+        return list(s.scalars(select(WebhookEvent).options(undefer(WebhookEvent.raw_body))
+                              .order_by(WebhookEvent.id)))
 
 
 def assert_whole(row: WebhookEvent) -> None:
-    """Nothing half-stored: an `invalid` row holds only the error; any other is a whole event."""
+    """Nothing half-stored, once the worker has read the row (and then no raw body is left): an
+    `invalid` row holds only the error; a `duplicate` what it was and the row it repeats; any
+    other is a whole event."""
     assert len(row.body_sha256) == 64 and row.dedupe_key and row.merchant == "demo"
+    assert row.raw_body is None and row.next_attempt_at is None
     if row.status == "invalid":
         assert (row.topic, row.trigger, row.loop_return_id, row.payload) == (None, None, None, None)
-        assert row.last_error
+        assert row.last_error and row.event_key is None
         return
-    assert row.status == ("received" if row.topic in HANDLED_TOPICS else "ignored")
-    assert row.trigger in KNOWN_TOPICS[row.topic]
-    assert row.loop_return_id and row.last_error is None
+    assert row.trigger in KNOWN_TOPICS[row.topic] and row.loop_return_id
+    if row.status == "duplicate":
+        assert row.payload is None and row.event_key is None
+        assert row.last_error.startswith("the same event as delivery ")
+        return
+    assert row.status == ("done" if row.topic in HANDLED_TOPICS else "ignored")
+    assert row.event_key
     payload = row.payload
     assert (payload["topic"], payload["trigger"], payload["loop_return_id"]) == (
         row.topic, row.trigger, row.loop_return_id)
-    assert "customer" not in payload and "address" not in payload  # PII never stored
+    assert "customer" not in payload and "address" not in payload  # PII never kept
+    assert "ship_from" not in payload  # the address leaves with the finished row
 
 
 def assert_all_whole(sessions) -> list[WebhookEvent]:

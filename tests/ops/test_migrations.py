@@ -128,3 +128,43 @@ def test_shadow_mode_columns_arrive_empty_and_go_again(new_database):
     with get_engine(new_database).connect() as conn:
         assert conn.execute(text("SELECT count(*) FROM returns")).scalar() == 1
     command.upgrade(config, "head")
+
+
+def test_store_first_columns_keep_old_rows_event_keys_and_go_again(new_database):
+    """0008: rows stored by the receiver that read bodies keep their key as their event key (the
+    same event sent again in other bytes is still a duplicate); invalid ones have none; no row has
+    a raw body. A downgrade marks a row still unread invalid (the older worker cannot read it)."""
+    from datetime import UTC, datetime
+
+    from sqlalchemy import text
+
+    config = alembic_config(new_database)
+    command.upgrade(config, "0007")
+    now = datetime.now(UTC)
+    engine = get_engine(new_database)
+    with engine.begin() as conn:
+        for key, status in (("k-done", "done"), ("k-received", "received"), ("k-invalid", "invalid")):
+            conn.execute(text(
+                "INSERT INTO webhook_events (merchant, dedupe_key, body_sha256, status, attempts, "
+                "received_at, updated_at) VALUES ('demo', :key, 'x', :status, 0, :now, :now)"),
+                {"key": key, "status": status, "now": now})
+    command.upgrade(config, "head")
+    with engine.connect() as conn:
+        keys = {r.status: (r.event_key, r.raw_body) for r in conn.execute(
+            text("SELECT status, event_key, raw_body FROM webhook_events"))}
+    assert keys == {"done": ("k-done", None), "received": ("k-received", None), "invalid": (None, None)}
+    with engine.begin() as conn:
+        conn.execute(text(
+            "INSERT INTO webhook_events (merchant, dedupe_key, body_sha256, status, attempts, raw_body, "
+            "received_at, updated_at) VALUES ('demo', 'k-raw', 'x', 'received', 0, :raw, :now, :now)"),
+            {"raw": b'{"topic":"return"}', "now": now})
+        with pytest.raises(Exception, match=r"(?i)unique"):  # the event key is unique per merchant
+            with conn.begin_nested():
+                conn.execute(text("UPDATE webhook_events SET event_key = 'k-done' WHERE dedupe_key = 'k-raw'"))
+    command.downgrade(config, "0007")
+    with get_engine(new_database).connect() as conn:
+        statuses = dict(conn.execute(text("SELECT dedupe_key, status FROM webhook_events")).all())
+    assert statuses == {"k-done": "done", "k-received": "received", "k-invalid": "invalid", "k-raw": "invalid"}
+    columns = {c["name"] for c in inspect(get_engine(new_database)).get_columns("webhook_events")}
+    assert "raw_body" not in columns and "event_key" not in columns
+    command.upgrade(config, "head")

@@ -6,6 +6,7 @@ from __future__ import annotations
 from datetime import timedelta
 
 from sqlalchemy import JSON, select, update
+from sqlalchemy.orm import undefer
 
 from integration.settings import load_settings
 from integration.store.models import Return, TimelineEntry, WebhookEvent, utcnow
@@ -20,7 +21,8 @@ OLD = timedelta(days=91)  # past the default RETENTION_DAYS (90)
 
 def events(sessions) -> list[WebhookEvent]:
     with sessions() as s:
-        return list(s.scalars(select(WebhookEvent).order_by(WebhookEvent.id)))
+        return list(s.scalars(select(WebhookEvent).options(undefer(WebhookEvent.raw_body))
+                              .order_by(WebhookEvent.id)))
 
 
 def age(sessions, model, column: str, by: timedelta, **where) -> None:
@@ -35,17 +37,18 @@ def purge(sessions, **kw) -> dict[str, int]:
     return purge_old_data(sessions, utcnow(), 90, **kw)
 
 
-def test_an_old_delivery_sent_again_is_still_a_duplicate_after_the_purge(post_webhook, sessions, enqueued):
+def test_an_old_delivery_sent_again_is_still_a_duplicate_after_the_purge(post_webhook, sessions, enqueued,
+                                                                         handle_stored):
     assert post_webhook(CREATED).status_code == 202
+    handle_stored()
     [stored] = events(sessions)
-    with sessions() as s:
-        s.get(WebhookEvent, stored.id).status = "done"
-        s.commit()
+    assert stored.status == "done"
     age(sessions, WebhookEvent, "received_at", OLD)
 
     assert purge(sessions)["webhook_events"] == 1
     [purged] = events(sessions)
     assert (purged.id, purged.payload, purged.dedupe_key) == (stored.id, None, stored.dedupe_key)
+    assert purged.event_key == stored.event_key and purged.raw_body is None
     assert (purged.topic, purged.trigger, purged.loop_return_id) == ("return", "return.created", "52393555")
 
     again = post_webhook(CREATED)
@@ -53,21 +56,21 @@ def test_an_old_delivery_sent_again_is_still_a_duplicate_after_the_purge(post_we
     assert len(events(sessions)) == 1 and enqueued == [stored.id]
 
 
-def test_only_finished_deliveries_older_than_the_retention_lose_their_texts(post_webhook, sessions):
-    post_webhook(CREATED)  # old but still to be handled: kept
+def test_only_finished_deliveries_older_than_the_retention_lose_their_texts(post_webhook, sessions,
+                                                                           handle_stored):
+    post_webhook(CREATED)  # old but still to be handled: kept, unread
     post_webhook({**CREATED, "trigger": "return.updated", "state": "closed"})  # done, but recent: kept
     post_webhook({**CREATED, "trigger": "return.updated", "state": "bogus", "line_items": "x"})  # invalid, old
     first, recent, invalid = events(sessions)
-    assert invalid.status == "invalid" and invalid.last_error
+    handle_stored(recent.id, invalid.id)
+    first, recent, invalid = events(sessions)
+    assert (recent.status, invalid.status) == ("done", "invalid") and invalid.last_error
     age(sessions, WebhookEvent, "received_at", OLD, id=first.id)
     age(sessions, WebhookEvent, "received_at", OLD, id=invalid.id)
-    with sessions() as s:
-        s.get(WebhookEvent, recent.id).status = "done"
-        s.commit()
 
     assert purge(sessions)["webhook_events"] == 1
     first, recent, invalid = events(sessions)
-    assert first.payload is not None and recent.payload is not None
+    assert first.raw_body is not None and recent.payload is not None
     assert (invalid.status, invalid.last_error, invalid.body_sha256) == ("invalid", None, invalid.body_sha256)
 
 
@@ -123,10 +126,35 @@ def context(sessions, merchants) -> Context:
                    enqueue=lambda step, target: None)
 
 
+def test_an_unread_event_given_up_by_the_sweeper_keeps_no_raw_body(post_webhook, sessions, merchants):
+    post_webhook(CREATED)
+    [stored] = events(sessions)
+    assert b"Jane Doe" in stored.raw_body
+    with sessions() as s:
+        ev = s.get(WebhookEvent, stored.id)
+        ev.attempts, ev.next_attempt_at = 99, utcnow() - timedelta(days=1)  # its lease long over
+        s.commit()
+    assert sweep(context(sessions, merchants))["parked"] == 1
+    [failed] = events(sessions)
+    assert (failed.status, failed.raw_body, failed.payload) == ("failed", None, None)
+
+
+def test_a_finished_row_that_still_has_its_raw_body_loses_it_at_the_purge(post_webhook, sessions):
+    post_webhook(CREATED)
+    with sessions() as s:  # finished by hand, say, without finish_event
+        s.execute(update(WebhookEvent).values(status="failed", next_attempt_at=None))
+        s.commit()
+    age(sessions, WebhookEvent, "received_at", OLD)
+    assert purge(sessions)["webhook_events"] == 1
+    assert events(sessions)[0].raw_body is None
+
+
 def test_an_event_given_up_by_the_sweeper_keeps_no_address(post_webhook, sessions, merchants):
     post_webhook(CREATED)
     [stored] = events(sessions)
-    assert stored.payload["ship_from"]["name"] == "Jane Doe"
+    assert workflow_events._claim(context(sessions, merchants), stored.id)  # read, then its worker died
+    [stored] = events(sessions)
+    assert stored.payload["ship_from"]["name"] == "Jane Doe" and stored.raw_body is None
     with sessions() as s:
         ev = s.get(WebhookEvent, stored.id)
         ev.attempts, ev.next_attempt_at = 99, utcnow() - timedelta(days=1)  # its lease long over
@@ -143,6 +171,7 @@ def test_an_event_that_fails_keeps_no_address(post_webhook, sessions, merchants)
     workflow_events.handle_event(context(sessions, {}), stored.id)  # its merchant is gone
     [failed] = events(sessions)
     assert failed.status == "failed" and "ship_from" not in failed.payload
+    assert failed.raw_body is None and failed.payload["loop_return_id"] == "52393555"
 
 
 def test_beat_runs_the_purge_on_the_periodic_queue(tmp_path):
