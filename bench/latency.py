@@ -19,7 +19,7 @@ Stages, from our own records: *wait for the poll* (the receipt recorded → the 
 cycle that stored it, from the worker's task log), *poll cycle* (that start → the receipt
 stored), *decide* (stored → the return `decided`: the `default` queue and the rules), *Loop*
 (decided → Loop records the process call: the `loop` queue, the merchant's token bucket, the
-read of the return and the call).
+call, with a read of the return only if Loop refuses it).
 
 What a poll cycle costs is measured apart, in one process as the polling benchmark does
 (`bench/polling.py`, its RLM sandbox and a fresh database of 10,000 open RMAs): one idle cycle
