@@ -214,7 +214,8 @@ def test_a_held_delivery_arrives_after_a_later_one(loop, receiver):
 def test_webhook_delay_holds_a_seeded_share_of_deliveries(loop, receiver):
     def arrivals() -> tuple[list[int], list[int]]:
         loop.subscribe(receiver.url(), "return.created")
-        loop.config(seed=3, webhook_delay={"probability": 0.5, "min_s": 0.2, "max_s": 0.4})
+        # Held longer than creating the 12 returns takes on a busy machine (0.2 s was not).
+        loop.config(seed=3, webhook_delay={"probability": 0.5, "min_s": 1.5, "max_s": 2.0})
         for n in range(12):
             loop.new_return(n)
         receiver.wait_for(12)
