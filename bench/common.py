@@ -183,3 +183,13 @@ def fill_open_returns(database_url: str, count: int, **kwargs) -> float:
         with engine.begin() as conn:
             conn.execute(insert(Return), rows)
     return time.monotonic() - started
+
+
+def epoch_s(value) -> float:
+    """A timestamp from our database (ISO text or datetime; SQLite hands back naive UTC) in
+    seconds since the epoch."""
+    if isinstance(value, str):
+        value = datetime.fromisoformat(value)
+    if value.tzinfo is None:
+        value = value.replace(tzinfo=UTC)
+    return value.timestamp()

@@ -36,7 +36,7 @@ from integration.merchants import demo_merchant_config
 from stack.merchant_toml import merchants_toml
 from stack.processes import Stack
 
-from .common import RMA_START, Result, Row, open_return_rows, percentile, tree_cpu_seconds
+from .common import RMA_START, Result, Row, epoch_s, open_return_rows, percentile, tree_cpu_seconds
 from .database import Databases
 
 MERCHANTS = 20
@@ -109,7 +109,7 @@ class Decider:
 
     def actioned(self) -> dict[int, float]:
         with self.engine.connect() as conn:
-            return {rid: _ts(at) for rid, at in conn.execute(text(
+            return {rid: epoch_s(at) for rid, at in conn.execute(text(
                 "SELECT id, loop_actioned_at FROM returns WHERE loop_actioned_at IS NOT NULL"))}
 
 
@@ -118,13 +118,6 @@ def _return_table():
 
     return Return.__table__
 
-
-def _ts(value) -> float:
-    if isinstance(value, str):
-        value = datetime.fromisoformat(value)
-    if value.tzinfo is None:
-        value = value.replace(tzinfo=UTC)
-    return value.timestamp()
 
 
 def _trickle(decider: Decider, quiet: list[str], stop: threading.Event) -> None:

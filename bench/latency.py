@@ -46,7 +46,7 @@ from integration.loop.webhooks import WEBHOOK_TRIGGERS
 from integration.workflow.mapping import rma_ref
 from stack.processes import FAST_ENV, Stack
 
-from .common import RMA_START, Result, Row, fill_open_returns, percentile
+from .common import RMA_START, Result, Row, epoch_s, fill_open_returns, percentile
 
 OPEN = 10_000
 RATE = 1.0  # receipts a second: a busy merchant's peak, under its Loop limit (see details)
@@ -123,13 +123,6 @@ def _post(url: str, body: dict, auth=None) -> dict:
     r.raise_for_status()
     return r.json()
 
-
-def _ts(value) -> float:
-    if isinstance(value, str):
-        value = datetime.fromisoformat(value)
-    if value.tzinfo is None:  # SQLite hands back naive UTC
-        value = value.replace(tzinfo=UTC)
-    return value.timestamp()
 
 
 def _seed(stack: Stack, count: int, progress) -> list[dict]:
@@ -210,7 +203,7 @@ def _poll_cycles(logs: Path) -> list[tuple[float, float]]:
                 continue
             if entry.get("task") != "rlm.poll_receipts_for" and "rlm.poll_receipts_for" not in str(entry.get("message")):
                 continue
-            end = _ts(entry["ts"])
+            end = epoch_s(entry["ts"])
             out.append((end - float(entry["duration_s"]), end))
     return sorted(out)
 
@@ -275,9 +268,9 @@ def run(rate: float = RATE, cycles: float = CYCLES, interval_s: float | None = N
             time.sleep(2)  # the task log's last lines
             out["flow_s"] = flow_ended - flow_started
             with engine.connect() as conn:
-                stored = {ra: _ts(at) for ra, at in conn.execute(text(
+                stored = {ra: epoch_s(at) for ra, at in conn.execute(text(
                     "SELECT ra_number, min(stored_at) FROM receipts GROUP BY ra_number"))}
-                decided = {rid: _ts(at) for rid, at in conn.execute(text(
+                decided = {rid: epoch_s(at) for rid, at in conn.execute(text(
                     "SELECT return_id, min(at) FROM timeline WHERE to_state = 'decided' GROUP BY return_id"))}
                 out["states"] = {f"{s}/{w}": n for s, w, n in conn.execute(text(
                     "SELECT state, coalesce(waiting_for, '-'), count(*) FROM returns WHERE id IN ("

@@ -19,7 +19,6 @@ import re
 import tempfile
 import time
 from collections import Counter
-from datetime import UTC, datetime
 from pathlib import Path
 
 import requests
@@ -29,7 +28,7 @@ from integration.workflow.mapping import rma_ref
 from stack.demo import Demo, Scenario
 from stack.processes import Stack
 
-from .common import Result, Row, tree_cpu_seconds
+from .common import Result, Row, epoch_s, tree_cpu_seconds
 
 REAL_LIMIT = 300  # Loop: requests per minute per API key
 BUCKET_SHARE = 0.95  # our bucket runs at 285 of Loop's 300 (integration/settings.py)
@@ -116,8 +115,8 @@ def run(returns: int = 600, limit: int = REAL_LIMIT, concurrency: int = 12, time
         engine.dispose()
         out["decisions"] = decisions
         out["completed"] = len(done_at)
-        out["completion_times"] = [_ts(t) - started for t in done_at]
-        out["actioned_times"] = [_ts(t) - started for t in actioned]
+        out["completion_times"] = [epoch_s(t) - started for t in done_at]
+        out["actioned_times"] = [epoch_s(t) - started for t in actioned]
         out["loop"] = _loop_calls(loop_before, loop_after, [t.loop_id for t in tracked])
         out["rlm_calls"] = _diff(rlm_before.get("requests", {}), rlm_after.get("requests", {}))
         ras = rlm_after.get("ras_per_external_ref", {}).get("90", {})
@@ -135,14 +134,6 @@ def _stack_cpu(stack: Stack) -> dict[str, float]:
         groups[group] += tree_cpu_seconds(proc.pid)
     return groups
 
-
-def _ts(value) -> float:
-    if isinstance(value, str):
-        value = datetime.fromisoformat(value)
-    if value.tzinfo is None:  # SQLite hands back naive UTC
-
-        value = value.replace(tzinfo=UTC)
-    return value.timestamp()
 
 
 def _diff(before: dict, after: dict) -> dict:
