@@ -15,6 +15,7 @@ from sqlalchemy import bindparam
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import Engine
 
+from integration.loop.webhooks import PROCESSING_TOPIC
 from integration.store.models import InboxStatus, WebhookEvent, utcnow
 
 _TABLE = WebhookEvent.__table__
@@ -35,7 +36,7 @@ _INSERTS = {"sqlite": _insert(sqlite), "postgresql": _insert(postgresql)}
 # integration.loop.webhooks.dedupe_key). The receiver does not parse: it looks for the topic's
 # name, quoted as a JSON string starts. Another event that happens to hold the text only loses
 # the byte-identical shortcut; the worker's event key still handles it once.
-_PROCESSING_MARK = b'"return.processing'
+_PROCESSING_MARK = f'"{PROCESSING_TOPIC}'.encode()
 # SQLite has one writer at a time, and a writer that finds the lock taken sleeps in SQLite's busy
 # handler (1, 2, 5 ... 100 ms per try) rather than being woken, so a few deliveries waited far
 # longer than the rest. The receiver's writers queue instead: its threads on a lock, its

@@ -126,15 +126,20 @@ def context(sessions, merchants) -> Context:
                    enqueue=lambda step, target: None)
 
 
+def given_up_by_the_sweeper(sessions, merchants, event_id: int) -> None:
+    """The row's attempts are spent and its lease long over: the sweeper gives it up."""
+    with sessions() as s:
+        ev = s.get(WebhookEvent, event_id)
+        ev.attempts, ev.next_attempt_at = 99, utcnow() - timedelta(days=1)
+        s.commit()
+    assert sweep(context(sessions, merchants))["parked"] == 1
+
+
 def test_an_unread_event_given_up_by_the_sweeper_keeps_no_raw_body(post_webhook, sessions, merchants):
     post_webhook(CREATED)
     [stored] = events(sessions)
     assert b"Jane Doe" in stored.raw_body
-    with sessions() as s:
-        ev = s.get(WebhookEvent, stored.id)
-        ev.attempts, ev.next_attempt_at = 99, utcnow() - timedelta(days=1)  # its lease long over
-        s.commit()
-    assert sweep(context(sessions, merchants))["parked"] == 1
+    given_up_by_the_sweeper(sessions, merchants, stored.id)
     [failed] = events(sessions)
     assert (failed.status, failed.raw_body, failed.payload) == ("failed", None, None)
 
@@ -155,11 +160,7 @@ def test_an_event_given_up_by_the_sweeper_keeps_no_address(post_webhook, session
     assert workflow_events._claim(context(sessions, merchants), stored.id)  # read, then its worker died
     [stored] = events(sessions)
     assert stored.payload["ship_from"]["name"] == "Jane Doe" and stored.raw_body is None
-    with sessions() as s:
-        ev = s.get(WebhookEvent, stored.id)
-        ev.attempts, ev.next_attempt_at = 99, utcnow() - timedelta(days=1)  # its lease long over
-        s.commit()
-    assert sweep(context(sessions, merchants))["parked"] == 1
+    given_up_by_the_sweeper(sessions, merchants, stored.id)
     [failed] = events(sessions)
     assert failed.status == "failed" and "ship_from" not in failed.payload
     assert failed.payload["loop_return_id"] == "52393555"
