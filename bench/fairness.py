@@ -5,8 +5,9 @@ merchants, each with its own Loop API key; the Loop sandbox limits every key on 
 requests a minute, a sliding minute per key, as Loop does) and adds 80 ms to each call; our
 buckets run at 95% of it. Returns are written into our database as `decided` (a process
 decision, RA number set; their Loop records created in the sandbox beforehand) and their
-`act_in_loop` published, as `decide` does: what is measured is the Loop stage, decision → Loop
-action (`loop_actioned_at`, the moment the process call left).
+`act_in_loop` scheduled as `decide` schedules it (runner.schedule: published now, or at the
+merchant's next Loop turn): what is measured is the Loop stage, decision → Loop action
+(`loop_actioned_at`, the moment the process call left).
 
 - Alone: the quiet merchants (all but one) each decide a return every 10 s.
 - Burst: the same trickle goes on while the bursting merchant decides its burst (5,000 by
@@ -77,13 +78,30 @@ def _create_loop_returns(loop: str, count: int) -> list[str]:
 
 
 class Decider:
-    """Writes decided returns into our database and publishes their Loop step, recording when."""
+    """Writes decided returns into our database and schedules their Loop step as `decide` does
+    (runner.schedule: published now, or at the merchant's Loop turn), recording when."""
 
-    def __init__(self, database_url: str, redis_url: str, loop_ids: list[str]):
+    def __init__(self, database_url: str, redis_url: str, loop_ids: list[str], configs: list[dict],
+                 env: dict[str, str]):
+        import dataclasses
+
+        import redis
+
+        from integration.merchants import parse_merchants
+        from integration.settings import load_settings
+        from integration.store.db import session_factory
+        from integration.workflow.context import Context
         from workers.names import publisher
 
         self.engine = create_engine(database_url)
-        self.app = publisher(redis_url)
+        app = publisher(redis_url)
+        settings = dataclasses.replace(
+            load_settings(), database_url=database_url,
+            loop_requests_per_minute=float(env["LOOP_REQUESTS_PER_MINUTE"]),
+            sweep_interval_s=float(env["SWEEP_INTERVAL_S"]), stuck_after_s=float(env["STUCK_AFTER_S"]))
+        self.ctx = Context.for_service(settings, parse_merchants(configs), session_factory(database_url),
+                                       lambda task, args, **kw: app.send_task(task, args=args, **kw),
+                                       redis.Redis.from_url(redis_url))
         self.loop_ids = loop_ids
         self.next = 0
         self.lock = threading.Lock()
@@ -103,9 +121,20 @@ class Decider:
         with self.engine.begin() as conn:
             ids = [r[0] for r in conn.execute(insert(_return_table()).returning(_return_table().c.id), rows)]
         when = time.time()
+        self._schedule(ids)
         for return_id in ids:
-            self.app.send_task("loop.act_in_loop", args=[return_id])
             self.decided[return_id] = (merchant, when)
+
+    def _schedule(self, ids: list[int]) -> None:
+        from sqlalchemy import select
+
+        from integration.store.db import session_scope
+        from integration.store.models import Return
+        from integration.workflow.runner import schedule
+
+        with session_scope(self.ctx.sessions) as s:
+            for ret in s.scalars(select(Return).where(Return.id.in_(ids)).with_for_update()):
+                schedule(self.ctx, s, ret)  # published after the commit, as decide's are
 
     def actioned(self) -> dict[int, float]:
         with self.engine.connect() as conn:
@@ -175,7 +204,7 @@ def run_stack(merchants: int = MERCHANTS, burst: int = BURST, rate: float = BURS
         t0 = time.time()
         loop_ids = _create_loop_returns(loop, burst + quiet_count)
         progress(f"    {len(loop_ids)} returns created in the Loop sandbox in {time.time() - t0:.0f} s")
-        decider = Decider(stack.env["DATABASE_URL"], stack.redis_url, loop_ids)
+        decider = Decider(stack.env["DATABASE_URL"], stack.redis_url, loop_ids, configs, env)
         cpu_before = {name: tree_cpu_seconds(p.pid) for name, p in stack.procs.items()}
         digest = hashlib.sha256(f"key-{bursting}".encode()).hexdigest()[:12]
 
@@ -269,6 +298,7 @@ def run_scale(sizes=(MERCHANTS, SCALE), repeats: int = 3, progress=print, db: st
     from integration.store.db import get_engine, session_factory
     from integration.store.models import Return, create_all
     from integration.workflow.context import Context
+    from integration.workflow.steps import TASK_QUEUES
     from integration.workflow.sweeper import sweep
     from workers import fanout
     from workers.names import publisher
@@ -290,11 +320,10 @@ def run_scale(sizes=(MERCHANTS, SCALE), repeats: int = 3, progress=print, db: st
                     client.flushall()  # every merchant's run sent again: the full cycle
                     cpu = time.process_time()
                     sent = 0
-                    with app.producer_or_acquire() as producer:
-                        for job, task, every in (("poll_receipts", "rlm.poll_receipts_for", settings.receipt_poll_interval_s),
-                                                 ("reconcile", "loop.reconcile_for", settings.reconcile_interval_s)):
-                            sent += fanout.fan_out(client, job, names, every,
-                                                   lambda n, t=task: app.send_task(t, args=[n], producer=producer))
+                    for job, task, every in (("poll_receipts", "rlm.poll_receipts_for", settings.receipt_poll_interval_s),
+                                             ("reconcile", "loop.reconcile_for", settings.reconcile_interval_s)):
+                        with fanout.publisher_for(app, task, TASK_QUEUES[task]) as send:  # as workers/tasks.py
+                            sent += fanout.fan_out(client, job, names, every, send)
                     runs.append({"cpu_s": time.process_time() - cpu, "sent": sent})
                 out["beat"][size] = min(runs, key=lambda r: r["cpu_s"])
                 progress(f"    beat fan-out, {size} merchants: {out['beat'][size]['cpu_s'] * 1000:.0f} ms CPU")

@@ -127,9 +127,8 @@ def _fan_out(periodic: str, job: str) -> int:
     assert p.per_merchant is not None
     task = p.per_merchant
     interval = float(getattr(runtime.settings(), p.every))
-    with app.producer_or_acquire() as producer:  # one connection for the whole fan-out
-        return fanout.fan_out(_redis(), job, runtime.merchants(), interval,
-                              lambda name: app.send_task(task, args=[name], producer=producer))
+    with fanout.publisher_for(app, task, steps.TASK_QUEUES[task]) as send:
+        return fanout.fan_out(_redis(), job, runtime.merchants(), interval, send)
 
 
 def _for_merchant(job: str, merchant: str, lock_s: float, fn, what: str) -> None:

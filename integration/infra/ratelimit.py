@@ -8,6 +8,10 @@ Nothing here sleeps: a caller without a token is told when to come back (NoSlot)
 slot is never held by a merchant that cannot act; the step is rescheduled instead
 (workflow/runner.py `defer_step`). Refused callers are handed out successive times (`next`), so
 a backlog comes back spread at the bucket's rate instead of all at once.
+
+Before a step is even published, its caller can book a turn (`turn`): the time the bucket's rate
+lets it through, counting every turn booked before it. A merchant's burst is then published at
+the rate its bucket drains, so it never fills the queue other merchants' steps wait in.
 """
 from __future__ import annotations
 
@@ -23,10 +27,11 @@ _TAKE = """
 local now_parts = redis.call('TIME')
 local now = tonumber(now_parts[1]) + tonumber(now_parts[2]) / 1e6
 local rate, burst, n = tonumber(ARGV[1]), tonumber(ARGV[2]), tonumber(ARGV[3]) or 1
-local state = redis.call('HMGET', KEYS[1], 'tokens', 'ts', 'next')
+local state = redis.call('HMGET', KEYS[1], 'tokens', 'ts', 'next', 'turn')
 local tokens = tonumber(state[1]) or burst
 local ts = tonumber(state[2]) or now
 local nxt = tonumber(state[3]) or 0
+local turn = tonumber(state[4]) or 0
 tokens = math.min(burst, tokens + (now - ts) * rate)
 local wait = 0
 if tokens >= n then
@@ -37,8 +42,24 @@ else
   nxt = now + wait + n / rate
 end
 redis.call('HSET', KEYS[1], 'tokens', tokens, 'ts', now, 'next', nxt)
-redis.call('EXPIRE', KEYS[1], math.ceil(math.max(burst / rate, nxt - now)) + 60)
+redis.call('EXPIRE', KEYS[1], math.ceil(math.max(burst / rate, nxt - now, turn - now)) + 60)
 return tostring(wait)
+"""
+
+# KEYS[1] bucket; ARGV rate/s, burst, n. Books the next turn for n requests at the bucket's rate
+# (GCRA: `turn` is when the turns booked so far will have drained; up to `burst` tokens' worth
+# may go at once) and returns the seconds until it, 0 for now. Takes no token: the step takes
+# its own when it runs.
+_TURN = """
+local now_parts = redis.call('TIME')
+local now = tonumber(now_parts[1]) + tonumber(now_parts[2]) / 1e6
+local rate, burst, n = tonumber(ARGV[1]), tonumber(ARGV[2]), tonumber(ARGV[3]) or 1
+local state = redis.call('HMGET', KEYS[1], 'turn', 'next')
+local turn = math.max(tonumber(state[1]) or 0, now) + n / rate
+local nxt = tonumber(state[2]) or 0
+redis.call('HSET', KEYS[1], 'turn', turn)
+redis.call('EXPIRE', KEYS[1], math.ceil(math.max(burst / rate, nxt - now, turn - now)) + 60)
+return tostring(math.max(0, turn - burst / rate - now))
 """
 
 # KEYS[1] bucket; ARGV burst, n: tokens taken ahead and not used go back (capped at the burst).
@@ -63,6 +84,7 @@ class TokenBucket:
         self.burst = burst
         self._take = client.register_script(_TAKE)
         self._give_back = client.register_script(_GIVE_BACK)
+        self._turn = client.register_script(_TURN)
         self._prepaid = 0  # tokens this process took ahead for the calls of one step
         self.waited_s = 0.0  # total wait handed back to refused calls in this process, for metrics
 
@@ -70,6 +92,11 @@ class TokenBucket:
         """Take `n` tokens now and answer 0, or take nothing and answer the seconds to wait."""
         n = max(1, min(n, self.burst))
         return float(self._take(keys=[self.key], args=[self.rate, self.burst, n]))
+
+    def turn(self, n: int = 1) -> float:
+        """Book the next turn for a step of `n` requests: the seconds until it (0: now)."""
+        n = max(1, min(n, self.burst))
+        return float(self._turn(keys=[self.key], args=[self.rate, self.burst, n]))
 
     def acquire(self) -> None:
         """A token for one request, from those taken ahead or from the bucket; none: NoSlot

@@ -104,6 +104,18 @@ class Context:
             client = self._rlm[merchant.name] = RlmClient(transport)
         return client
 
+    def loop_turn(self, merchant_name: str, n: int) -> float:
+        """Book the merchant's next turn for a step of `n` Loop calls: the seconds until it (0:
+        now). Without a shared bucket, or with Redis unreachable: 0, and the step, when it
+        runs, finds out for itself whether a token is there."""
+        limiter = self.loop(self.merchant(merchant_name)).limiter
+        if limiter is None or n <= 0:
+            return 0.0
+        try:
+            return float(limiter.turn(n))
+        except RedisError:
+            return 0.0
+
     @contextmanager
     def loop_calls(self, merchant_name: str, n: int) -> Iterator[None]:
         """The Loop tokens for a step's `n` calls, taken at once before it starts (NoSlot if the

@@ -45,8 +45,11 @@ def acts_first(merchant: Merchant, snap: Return) -> bool:
 def loop_calls_needed(ctx: Context, snap: Return) -> int:
     """Loop requests of one act_in_loop run, their tokens taken before it starts: the action,
     the state read unless it acts first, and a flag's note. (A refusal's read, rare, takes its
-    own token; best-effort grading takes its own, or is skipped.)"""
-    read = 0 if acts_first(ctx.merchant(snap.merchant), snap) else 1
+    own token; best-effort grading takes its own, or is skipped.) In shadow mode, none."""
+    merchant = ctx.merchant(snap.merchant)
+    if shadow.must_not_send(merchant, snap):
+        return 0
+    read = 0 if acts_first(merchant, snap) else 1
     return 1 + read + (1 if snap.decision == rules.FLAG else 0)
 
 

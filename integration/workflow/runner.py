@@ -68,6 +68,8 @@ class StepRun:
 
 class StepFn(Protocol):
     requires: frozenset[str]
+    # How many Loop requests the step makes for a return (None: it makes none).
+    loop_calls: Callable[[Context, Return], int] | None
     __name__: str
 
     def __call__(self, ctx: Context, return_id: int) -> None: ...
@@ -101,6 +103,7 @@ def step(*, requires: Collection[str],
         run.__name__ = run.__qualname__ = body.__name__
         run.__doc__ = body.__doc__
         run.requires = states  # type: ignore[attr-defined]
+        run.loop_calls = loop_calls  # type: ignore[attr-defined]
         return run  # type: ignore[return-value]
 
     return wrap
@@ -151,24 +154,36 @@ def defer_step(ctx: Context, return_id: int, step_name: str, requires: Collectio
     with locked(ctx, return_id) as (s, ret):
         if ret is None or ret.state not in requires:
             return
-        if wait_s <= slot_horizon_s(ctx):
-            send_step_in(ctx, s, ret, step_name, wait_s)
-        else:
-            deadline = ret.wait_deadline
-            lc.set_wait(ret, lc.Wait.SLOT, ctx.now() + timedelta(seconds=wait_s))
-            ret.wait_deadline = deadline  # a Loop outcome's window runs on regardless
+        _wait_for_slot(ctx, s, ret, step_name, wait_s)
+
+
+def _wait_for_slot(ctx: Context, s: Session, ret: Return, step_name: str, wait_s: float) -> None:
+    if wait_s <= slot_horizon_s(ctx):
+        send_step_in(ctx, s, ret, step_name, wait_s)
+    else:
+        deadline = ret.wait_deadline
+        lc.set_wait(ret, lc.Wait.SLOT, ctx.now() + timedelta(seconds=wait_s))
+        ret.wait_deadline = deadline  # a Loop outcome's window runs on regardless
 
 
 def schedule(ctx: Context, s: Session, ret: Return) -> None:
     """After a step moved `ret`: what it waits for now. A state whose step runs on entry gets
-    it sent; waiting for goods gets the time decide can decide without more receipts."""
-    from integration.workflow.steps import step_on_entry  # the table imports the steps
+    it sent, at its merchant's next Loop turn if it calls Loop (so a merchant's burst enters
+    the shared `loop` queue only as fast as its limit drains it, never ahead of the others');
+    waiting for goods gets the time decide can decide without more receipts."""
+    from integration.workflow.steps import BY_NAME, step_on_entry  # the table imports the steps
 
     if ret.state in lc.WAITING_FOR_GOODS:
         lc.set_wait(ret, lc.Wait.GOODS, goods_due(ctx, ret))
         return
     name = step_on_entry(ret.state)
-    if name is not None:
+    if name is None:
+        return
+    calls = BY_NAME[name].run.loop_calls
+    wait_s = ctx.loop_turn(ret.merchant, calls(ctx, ret)) if calls is not None else 0.0
+    if wait_s > 0:
+        _wait_for_slot(ctx, s, ret, name, wait_s)
+    else:
         send_step(ctx, s, ret, name)
 
 

@@ -82,3 +82,25 @@ def test_loop_client_with_a_bucket_under_loops_limit_never_sees_429(loop_sim, re
         for _ in range(15):
             unpaced.list_webhooks()
     assert caught.value.status == 429
+
+
+def test_turns_let_a_burst_go_at_once_then_space_the_rest_at_the_rate(redis_url):
+    """A merchant's steps book their turns before they are published: the first `burst` go now,
+    each later one a step of the bucket's rate after the one before, whoever books it."""
+    client = redis.Redis.from_url(redis_url)
+    bucket = TokenBucket(client, "loop:turns", per_minute=60, burst=3)  # one a second
+    waits = [bucket.turn() for _ in range(6)]
+    assert waits[:3] == [0.0, 0.0, 0.0]
+    assert [round(w) for w in waits[3:]] == [1, 2, 3]
+    other = TokenBucket(redis.Redis.from_url(redis_url), "loop:turns", per_minute=60, burst=3)
+    assert round(other.turn(2)) == 5  # another process books after them; two requests, two steps
+    assert 5 < client.ttl(bucket.key) <= 70  # the booking outlives its last turn
+
+
+def test_a_booked_turn_takes_no_token_and_another_key_is_not_delayed(redis_url):
+    client = redis.Redis.from_url(redis_url)
+    busy = TokenBucket(client, "loop:busy-turns", per_minute=60, burst=2)
+    for _ in range(100):
+        busy.turn()
+    assert busy.try_acquire(2) == 0.0  # the step, when it runs, takes its tokens itself
+    assert TokenBucket(client, "loop:quiet-turns", per_minute=60, burst=2).turn() == 0.0

@@ -96,3 +96,29 @@ def test_a_merchant_without_a_free_slot_is_skipped_until_its_next_run(wired, mon
 def test_a_merchant_removed_since_the_fan_out_is_not_run(wired, monkeypatch):
     monkeypatch.setattr(tasks.receiving, "poll_receipts", lambda ctx, name: pytest.fail("ran"))
     tasks.poll_receipts_for.run("gone")
+
+
+def test_the_fan_out_publishes_one_message_per_merchant_to_a_real_broker(tmp_path):
+    """On a real Valkey through the service's transport: the queue, declared once for the whole
+    fan-out, gets one message per merchant, each naming its merchant (a worker runs it)."""
+    import json
+
+    import redis
+
+    from integration.infra.embedded_redis import start_valkey
+    from integration.workflow.steps import TASK_QUEUES
+    from workers.names import publisher
+
+    proc, url = start_valkey(tmp_path / "valkey", persistence=False)
+    try:
+        client, app = redis.Redis.from_url(url), publisher(url)
+        task = "rlm.poll_receipts_for"
+        names = [f"m{i:03d}" for i in range(50)]
+        with fanout.publisher_for(app, task, TASK_QUEUES[task]) as send:
+            assert fanout.fan_out(client, "poll_receipts", names, 60, send) == 50
+        messages = [json.loads(m) for m in client.lrange(TASK_QUEUES[task], 0, -1)]
+        assert sorted(m["headers"]["argsrepr"] for m in messages) == [repr([n]) for n in names]
+        assert {m["headers"]["task"] for m in messages} == {task}
+    finally:
+        proc.terminate()
+        proc.wait(timeout=10)

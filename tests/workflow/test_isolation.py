@@ -215,3 +215,61 @@ def test_refused_after_its_claim_the_step_releases_it_and_acts_once_later(limite
     h.drain()
     assert h.ret(rid).state == lc.LOOP_ACTIONED
     assert [a["action"] for a in loop_actions(h, loop_id)] == ["process"]  # acted once
+
+
+def run_all_but(h, kept_step: str) -> list[tuple[str, int]]:
+    """Run every queued step except `kept_step`'s messages, which are taken off the queue."""
+    kept = []
+    while h.queue:
+        if h.queue[0][0] == kept_step:
+            kept.append(h.queue.pop(0))
+        else:
+            h.drain(limit=1)
+    return kept
+
+
+def test_a_merchants_decisions_are_published_at_its_limits_rate_not_all_at_once(limited):
+    """A burst of decisions books the merchant's Loop turns: as many as its bucket lets through
+    at once go to the `loop` queue now, the next a second later each (published with that
+    delay), and one beyond a sweep waits for its slot in the database. Nothing is taken from
+    the bucket before the steps run, and nothing is sent twice."""
+    h = limited(per_minute=6000, burst=100)  # reading Loop to take the returns in
+    returns = [to_transmitted(h) for _ in range(4)]
+    h.ctx.loop(h.merchant).limiter = TokenBucket(h.redis, "loop:burst", 60, burst=2)  # a token a second
+    for _, _, ra in returns:
+        h.receive(ra, "exact")
+    h.poll()
+    now_ids = [rid for _, rid in run_all_but(h, "act_in_loop")]
+    assert [h.ret(rid).state for _, rid, _ in returns] == [lc.DECIDED] * 4
+    assert len(now_ids) == 2 and h.ctx.loop(h.merchant).limiter.try_acquire(2) == 0  # tokens untouched
+    assert sorted(round(seconds) for _, _, seconds in h.delayed) == [1, 2]
+    assert all(h.ret(rid).waiting_for == lc.Wait.STEP for _, rid, _ in returns)
+
+    # Where the next turn is past the sweep's horizon, the return waits for it as a slot.
+    limiter, h.ctx.loop(h.merchant).limiter = h.ctx.loop(h.merchant).limiter, TokenBucket(h.redis, "loop:in", 6000, 100)
+    loop_id, rid, ra = to_transmitted(h)
+    h.ctx.loop(h.merchant).limiter = limiter
+    for _ in range(int(slot_horizon_s(h.ctx))):
+        h.ctx.loop(h.merchant).limiter.turn()  # the merchant's earlier decisions
+    h.receive(ra, "exact")
+    h.poll()
+    assert run_all_but(h, "act_in_loop") == []
+    ret = h.ret(rid)
+    assert ret.state == lc.DECIDED and ret.waiting_for == lc.Wait.SLOT
+    assert (as_utc(ret.next_attempt_at) - h.ctx.now()).total_seconds() > slot_horizon_s(h.ctx)
+
+    # The delayed ones, when delivered, act once each.
+    h.ctx.loop(h.merchant).limiter = TokenBucket(fakeredis.FakeRedis(), "fresh", 60, burst=4)
+    h.queue.extend(("act_in_loop", target) for _, target, _ in h.delayed)
+    h.drain()
+    for loop_id, rid, _ in returns[2:]:
+        assert h.ret(rid).state == lc.LOOP_ACTIONED
+        assert [a["action"] for a in loop_actions(h, loop_id)] == ["process"]
+
+
+def test_another_merchants_turn_is_not_behind_a_burst(limited):
+    h = limited(per_minute=60, burst=2)
+    for _ in range(50):
+        h.ctx.loop(h.merchant).limiter.turn()  # the demo merchant's burst
+    other = TokenBucket(h.redis, bucket_name("loop", "another-merchants-key"), 60, burst=2)
+    assert other.turn() == 0.0
