@@ -460,9 +460,9 @@ def report(data: dict, db: str) -> Result:
           f"{c['p95_wait_s']:.0f} s |" for c in table],
         "",
         "RLM publishes no rate limit (docs/rlm-api.md, A.5; its known integrations poll on schedules, and its "
-        "legacy services are slow); ours is RLM_MAX_CONCURRENT (4 calls at once per merchant), which an idle "
+        "legacy services are slow); ours is RLM_MAX_CONCURRENT (8 calls at once per merchant by default), which an idle "
         "poll's single request never approaches. The CPU at scale leaves out Celery's own cost per task and "
-        "the beat's fan-out (the fairness benchmark: 903 ms for both per-merchant jobs of 1,000 merchants).",
+        "the beat's fan-out (measured by the fairness benchmark, at 1,000 merchants).",
     ]
     by = {c["interval_s"]: c for c in table}
     if {300.0, 60.0, 30.0} <= set(by):

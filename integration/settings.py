@@ -99,7 +99,7 @@ class Settings:
     retention_interval_s: float = 3600.0
     # At most this many RLM calls at once per merchant (RLM publishes no limit); one past it
     # is rescheduled, not waited for.
-    rlm_max_concurrent: int = 4
+    rlm_max_concurrent: int = 8
     webhook_max_bytes: int = 1024 * 1024
     # OPERATOR_TOKENS: (name, token) per operator, each a login of the pages and API under that
     # name. Never shown: kept out of repr.
@@ -179,6 +179,6 @@ def load_settings() -> Settings:
         rlm_timeout=(env_float("HTTP_CONNECT_TIMEOUT_S", 5.0), env_float("RLM_READ_TIMEOUT_S", 60.0)),
         retention_days=env_float("RETENTION_DAYS", 90.0),
         retention_interval_s=env_float("RETENTION_INTERVAL_S", 3600.0),
-        rlm_max_concurrent=env_int("RLM_MAX_CONCURRENT", 4),
+        rlm_max_concurrent=env_int("RLM_MAX_CONCURRENT", 8),
         operator_tokens=parse_operator_tokens(_env("OPERATOR_TOKENS"), admin_token),
     )
