@@ -120,12 +120,14 @@ class Decider:
             rows.append(row)
         with self.engine.begin() as conn:
             ids = [r[0] for r in conn.execute(insert(_return_table()).returning(_return_table().c.id), rows)]
-        when = time.time()
-        self._schedule(ids)
         for return_id in ids:
-            self.decided[return_id] = (merchant, when)
+            self.decided[return_id] = (merchant, self._schedule(return_id))
 
-    def _schedule(self, ids: list[int]) -> None:
+    def _schedule(self, return_id: int) -> float:
+        """What decide does once it has decided, in one transaction per return: the Loop step
+        scheduled, published after the commit. Returns when: the moment the decision is
+        committed with its schedule (in decide one transaction writes both; here the row was
+        written just before, so its insert is not counted)."""
         from sqlalchemy import select
 
         from integration.store.db import session_scope
@@ -133,8 +135,9 @@ class Decider:
         from integration.workflow.runner import schedule
 
         with session_scope(self.ctx.sessions) as s:
-            for ret in s.scalars(select(Return).where(Return.id.in_(ids)).with_for_update()):
-                schedule(self.ctx, s, ret)  # published after the commit, as decide's are
+            ret = s.scalars(select(Return).where(Return.id == return_id).with_for_update()).one()
+            schedule(self.ctx, s, ret)
+        return time.time()
 
     def actioned(self) -> dict[int, float]:
         with self.engine.connect() as conn:
