@@ -10,6 +10,8 @@ holds it.
 """
 from __future__ import annotations
 
+import sqlite3
+import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -87,7 +89,7 @@ def _make_engine(url: str, transient: bool = False) -> Engine:
         cur = dbapi_conn.cursor()
         cur.execute("PRAGMA journal_mode=WAL")
         cur.execute("PRAGMA synchronous=NORMAL")
-        cur.execute("PRAGMA busy_timeout=30000")
+        cur.execute(f"PRAGMA busy_timeout={SQLITE_BUSY_TIMEOUT_MS}")
         cur.execute("PRAGMA foreign_keys=ON")
         cur.close()
         # Let SQLAlchemy emit BEGIN itself so writes take the lock up front (BEGIN IMMEDIATE).
@@ -95,9 +97,43 @@ def _make_engine(url: str, transient: bool = False) -> Engine:
 
     @event.listens_for(engine, "begin")
     def _begin(conn):
-        conn.exec_driver_sql("BEGIN IMMEDIATE")
+        if not begin_immediate_polling(conn.connection.dbapi_connection):
+            conn.exec_driver_sql("BEGIN IMMEDIATE")  # still busy: SQLite's own wait, SQLAlchemy's errors
 
     return engine
+
+
+SQLITE_BUSY_TIMEOUT_MS = 30000
+# How long a writer polls for SQLite's write lock before leaving the wait to SQLite, and its
+# pauses: the first, and the longest.
+LOCK_POLL_S, LOCK_PAUSES_S = 2.0, (0.0005, 0.004)
+
+
+def begin_immediate_polling(dbapi_conn: sqlite3.Connection, within_s: float | None = None) -> bool:
+    """BEGIN IMMEDIATE, polling for the write lock in short pauses; False if not begun within
+    `within_s` (the caller then waits in SQLite's own way).
+
+    SQLite's busy handler sleeps 1, 2, 5, 10 ... 100 ms between tries however soon the lock is
+    free again, so a writer behind one that held the lock for a millisecond often slept ten or
+    more: a tail of tens of milliseconds on every step as soon as a merchant's burst kept the
+    lock busy (docs/benchmarks.md, *fairness*)."""
+    deadline = time.monotonic() + (LOCK_POLL_S if within_s is None else within_s)
+    pause, longest = LOCK_PAUSES_S
+    cur = dbapi_conn.cursor()
+    try:
+        cur.execute("PRAGMA busy_timeout=0")
+        while True:
+            try:
+                cur.execute("BEGIN IMMEDIATE")
+                return True
+            except sqlite3.OperationalError as exc:
+                if "locked" not in str(exc) or time.monotonic() >= deadline:
+                    return False
+            time.sleep(pause)
+            pause = min(2 * pause, longest)
+    finally:
+        cur.execute(f"PRAGMA busy_timeout={SQLITE_BUSY_TIMEOUT_MS}")
+        cur.close()
 
 
 def session_factory(url: str) -> sessionmaker[Session]:
