@@ -301,7 +301,6 @@ def run_scale(sizes=(MERCHANTS, SCALE), repeats: int = 3, progress=print, db: st
     from integration.store.db import get_engine, session_factory
     from integration.store.models import Return, create_all
     from integration.workflow.context import Context
-    from integration.workflow.steps import TASK_QUEUES
     from integration.workflow.sweeper import sweep
     from workers import fanout
     from workers.names import publisher
@@ -325,7 +324,7 @@ def run_scale(sizes=(MERCHANTS, SCALE), repeats: int = 3, progress=print, db: st
                     sent = 0
                     for job, task, every in (("poll_receipts", "rlm.poll_receipts_for", settings.receipt_poll_interval_s),
                                              ("reconcile", "loop.reconcile_for", settings.reconcile_interval_s)):
-                        with fanout.publisher_for(app, task, TASK_QUEUES[task]) as send:  # as workers/tasks.py
+                        with fanout.publisher_for(app, task) as send:  # as workers/tasks.py
                             sent += fanout.fan_out(client, job, names, every, send)
                     runs.append({"cpu_s": time.process_time() - cpu, "sent": sent})
                 out["beat"][size] = min(runs, key=lambda r: r["cpu_s"])

@@ -247,7 +247,6 @@ def _main(dbs: Databases, workdir: Path, quick: bool) -> Result:
     return result
 
 
-
 def tail_note(at80: dict, baseline: dict, db: str) -> str | None:
     """Why the p99 at 80% load is over 50 ms, from the run's own figures (None: it is not)."""
     if at80["p99"] < 0.050:
@@ -272,6 +271,7 @@ def tail_note(at80: dict, baseline: dict, db: str) -> str | None:
     return (f"p99 at 80% of the maximum rate ({at80['rps']:.0f} req/s) is {ms(at80['p99'])}, over 50 ms by "
             f"{ms(at80['p99'] - 0.050)}; p50 {ms(at80['p50'])} against {ms(baseline['p50'])} for the baseline "
             f"at the same rate: {why}.")
+
 
 def _phases(server: Server, dbs: Databases) -> dict[str, float]:
     url = dbs.new("phases")

@@ -13,6 +13,8 @@ from contextlib import contextmanager
 
 import redis
 
+from integration.workflow.steps import TASK_QUEUES
+
 
 def pending_key(job: str, merchant: str) -> str:
     return f"pending:{job}:{merchant}"
@@ -40,14 +42,14 @@ def fan_out(client: redis.Redis, job: str, merchants: Iterable[str], interval_s:
 
 
 @contextmanager
-def publisher_for(app, task: str, queue: str) -> Iterator[Callable[[str], object]]:
+def publisher_for(app, task: str) -> Iterator[Callable[[str], object]]:
     """`send(merchant)` for `fan_out`: one producer for the whole fan-out, the queue declared
     once (Celery has kombu check its declaration on every publish, a sixth of a publish's CPU),
     and the messages pushed to Redis in pipelined batches (kombu's `Producer.batch`) rather
     than a round trip each. Should the fan-out fail half-way, what was not flushed is dropped:
     those merchants' markers expire and a later interval sends them (as for a lost message)."""
     with app.producer_or_acquire() as producer, producer.batch():
-        producer.maybe_declare(app.amqp.queues[queue])
+        producer.maybe_declare(app.amqp.queues[TASK_QUEUES[task]])
         yield lambda merchant: app.send_task(task, args=[merchant], producer=producer, declare=[])
 
 

@@ -127,7 +127,7 @@ def _fan_out(periodic: str, job: str) -> int:
     assert p.per_merchant is not None
     task = p.per_merchant
     interval = float(getattr(runtime.settings(), p.every))
-    with fanout.publisher_for(app, task, steps.TASK_QUEUES[task]) as send:
+    with fanout.publisher_for(app, task) as send:
         return fanout.fan_out(_redis(), job, runtime.merchants(), interval, send)
 
 

@@ -16,6 +16,7 @@ from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import Engine
 
 from integration.loop.webhooks import PROCESSING_TOPIC
+from integration.store.db import begin_immediate_polling
 from integration.store.models import InboxStatus, WebhookEvent, utcnow
 
 _TABLE = WebhookEvent.__table__
@@ -106,7 +107,9 @@ def _raw_insert(engine: Engine) -> Callable[[dict], int | None]:
         conn = engine.raw_connection()
         try:
             cursor = conn.cursor()
-            if sqlite_db:  # the connection is in autocommit mode (store/db.py): take the write lock now
+            # The connection is in autocommit mode (store/db.py): take the write lock now, polling
+            # for it as every writer does (a worker may hold it), then in SQLite's own way.
+            if sqlite_db and not begin_immediate_polling(conn.dbapi_connection):  # type: ignore[arg-type]
                 cursor.execute("BEGIN IMMEDIATE")
             cursor.execute(sql, params)
             found = cursor.fetchall()

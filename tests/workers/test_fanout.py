@@ -114,7 +114,7 @@ def test_the_fan_out_publishes_one_message_per_merchant_to_a_real_broker(tmp_pat
         client, app = redis.Redis.from_url(url), publisher(url)
         task = "rlm.poll_receipts_for"
         names = [f"m{i:03d}" for i in range(50)]
-        with fanout.publisher_for(app, task, TASK_QUEUES[task]) as send:
+        with fanout.publisher_for(app, task) as send:
             assert fanout.fan_out(client, "poll_receipts", names, 60, send) == 50
         messages = [json.loads(m) for m in client.lrange(TASK_QUEUES[task], 0, -1)]
         assert sorted(m["headers"]["argsrepr"] for m in messages) == [repr([n]) for n in names]
