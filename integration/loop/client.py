@@ -6,7 +6,7 @@ only a 2xx whose body is the JSON string "true".
 from __future__ import annotations
 
 import re
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from typing import Any
 from urllib.parse import urljoin, urlparse
 
@@ -79,17 +79,13 @@ class LoopClient:
         self.limiter = limiter  # shared rate limiter: acquire() takes a token or raises NoSlot, never sleeps
         self.read_retries = read_retries
 
-    def _request(self, method: str, path_or_url: str, *, retries: int = 0,
-                 on_send: Callable[[], None] | None = None, **kwargs) -> requests.Response:
-        """`on_send` runs once a rate-limit slot is ours, just before the request leaves."""
+    def _request(self, method: str, path_or_url: str, *, retries: int = 0, **kwargs) -> requests.Response:
         url = path_or_url if path_or_url.startswith("http") else f"{self.base}{path_or_url}"
         headers = {"X-Authorization": self._key, "Accept": "application/json"}
 
         def before() -> None:
             if self.limiter is not None:
                 self.limiter.acquire()
-            if on_send is not None:
-                on_send()
 
         response = send(self.http, SYSTEM, method, url, timeout=self.timeout, retries=retries,
                         describe=describe_error, headers=headers, before=before, **kwargs)
@@ -159,24 +155,21 @@ class LoopClient:
             raise FinalError(SYSTEM, f"nextPageUrl points at a foreign host ({theirs.netloc})")
         return url
 
-    # Each action takes `on_send`: called just before the request leaves (see _request).
-    def process(self, return_id: str, details: dict[str, str] | None = None, *,
-                on_send: Callable[[], None] | None = None) -> None:
+    def process(self, return_id: str, details: dict[str, str] | None = None) -> None:
         """Queue processing; `details` are copied to the resulting Shopify orders (docs/loop-api.md §3.3)."""
-        self._action(f"/warehouse/return/{return_id}/process", json=details or {}, on_send=on_send)
+        self._action(f"/warehouse/return/{return_id}/process", json=details or {})
 
-    def flag(self, return_id: str, *, on_send: Callable[[], None] | None = None) -> None:
-        self._action(f"/warehouse/return/{return_id}/flag", on_send=on_send)
+    def flag(self, return_id: str) -> None:
+        self._action(f"/warehouse/return/{return_id}/flag")
 
-    def cancel(self, return_id: str, *, on_send: Callable[[], None] | None = None) -> None:
-        self._action(f"/warehouse/return/{return_id}/cancel", on_send=on_send)
+    def cancel(self, return_id: str) -> None:
+        self._action(f"/warehouse/return/{return_id}/cancel")
 
-    def close(self, return_id: str, *, on_send: Callable[[], None] | None = None) -> None:
-        self._action(f"/warehouse/return/{return_id}/close", on_send=on_send)
+    def close(self, return_id: str) -> None:
+        self._action(f"/warehouse/return/{return_id}/close")
 
-    def remove_items(self, return_id: str, line_item_ids: list[str], *,
-                     on_send: Callable[[], None] | None = None) -> None:
-        self._action(f"/warehouse/return/{return_id}/remove", on_send=on_send,
+    def remove_items(self, return_id: str, line_item_ids: list[str]) -> None:
+        self._action(f"/warehouse/return/{return_id}/remove",
                      params={"line_item_id": ",".join(str(i) for i in line_item_ids)})
 
     def get_notes(self, return_id: str) -> list[dict]:

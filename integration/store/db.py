@@ -97,6 +97,9 @@ def _make_engine(url: str, transient: bool = False) -> Engine:
 
     @event.listens_for(engine, "begin")
     def _begin(conn):
+        if conn.get_execution_options().get(READS_ONLY):
+            conn.exec_driver_sql("BEGIN")  # deferred: in WAL, a reader neither takes nor waits for the lock
+            return
         if not begin_immediate_polling(conn.connection.dbapi_connection):
             conn.exec_driver_sql("BEGIN IMMEDIATE")  # still busy: SQLite's own wait, SQLAlchemy's errors
 
@@ -104,6 +107,7 @@ def _make_engine(url: str, transient: bool = False) -> Engine:
 
 
 SQLITE_BUSY_TIMEOUT_MS = 30000
+READS_ONLY = "rlm_loop_reads_only"  # a connection option: read_scope's transactions
 # How long a writer polls for SQLite's write lock before leaving the wait to SQLite, and its
 # pauses: the first, and the longest.
 LOCK_POLL_S, LOCK_PAUSES_S = 2.0, (0.0005, 0.004)
@@ -155,6 +159,21 @@ def _run_after_commit(session: Session) -> None:
 @event.listens_for(Session, "after_rollback")
 def _drop_after_commit(session: Session) -> None:
     session.info.pop("after_commit", None)
+
+
+@contextmanager
+def read_scope(factory: sessionmaker[Session]) -> Iterator[Session]:
+    """A session that only reads (a step's snapshot, a cursor). On SQLite its transaction is a
+    plain (deferred) BEGIN: in WAL mode a reader sees a consistent snapshot without taking the
+    database's one write lock, or waiting for it, as every other session's BEGIN IMMEDIATE
+    does. A change made in it is a bug: it raises, and nothing is written."""
+    session = factory(autoflush=False, execution_options={READS_ONLY: True})
+    try:
+        yield session
+        if session.new or session.dirty or session.deleted:
+            raise RuntimeError("a read-only session changed rows; nothing was written")
+    finally:
+        session.close()  # ends the transaction; what was read stays loaded (nothing expired)
 
 
 @contextmanager

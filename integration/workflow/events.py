@@ -13,7 +13,7 @@ from integration.infra import logs
 from integration.loop.webhooks import HANDLED_TOPICS, InvalidEvent, read_body
 from integration.loop.webhooks import dedupe_key as event_key
 from integration.merchants import Merchant
-from integration.store.db import after_commit, session_scope
+from integration.store.db import after_commit, read_scope, session_scope
 from integration.store.models import OPEN_EVENTS, InboxStatus, Return, WebhookEvent
 from integration.store.retention import finish_event
 from integration.store.status import find_return, lock_return
@@ -113,7 +113,7 @@ def _return_event(ctx: Context, merchant: Merchant, payload: dict) -> None:
     loop_id, trigger = payload["loop_return_id"], payload["trigger"]
     cause = f"webhook {trigger}"
     state = lc.LoopState.of(payload.get("state"))
-    with session_scope(ctx.sessions) as s:
+    with read_scope(ctx.sessions) as s:
         ret = find_return(s, merchant.name, loop_id)
         known = None if ret is None else (ret.state, ret.loop_action_claimed_at is not None)
     as_details = {**payload, "id": loop_id}

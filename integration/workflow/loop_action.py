@@ -12,7 +12,7 @@ from datetime import datetime, timedelta
 from integration.errors import FinalError, NotSent, RetryableError, StepFailed, UpstreamError
 from integration.infra.ratelimit import MAX_WAIT_S as LIMITER_MAX_WAIT_S
 from integration.merchants import Merchant
-from integration.store.db import session_scope
+from integration.store.db import read_scope
 from integration.store.models import Return, receipts_for
 from integration.workflow import lifecycle as lc
 from integration.workflow import rules, shadow
@@ -76,8 +76,10 @@ def act_in_loop(run: StepRun) -> None:
         raise StepFailed("no decision stored for the decided return")
     claimed = snap.loop_action_claimed_at
     if action in lc.ASYNC_ACTIONS and snap.loop_call_sent_at is not None:
-        # An earlier attempt sent the call and stopped before recording the answer (a worker
-        # killed mid-call): it may be queued in Loop. Wait for the outcome, never re-send.
+        # An earlier attempt sent the call and has not recorded the answer: it is still waiting
+        # for it, or was killed mid-call. It may be queued in Loop: once it has had the time to
+        # answer, wait for the outcome; never re-send.
+        _let_the_earlier_call_settle(ctx, claimed)
         return _after_call(ctx, loop, merchant, snap, accepted=False, sent_now=False)
     if acts_first(merchant, snap):
         return _send(ctx, loop, merchant, snap, action, _claim(ctx, return_id))
@@ -97,14 +99,18 @@ def act_in_loop(run: StepRun) -> None:
     if claimed is None:
         claim = _claim(ctx, return_id)
     else:
-        age = (ctx.now() - as_utc(claimed)).total_seconds()
-        if age < settle_s(ctx):
-            # An earlier call may still be under way (or waiting for a rate-limit slot).
-            raise RetryableError("loop", "waiting to see whether the earlier call landed",
-                                 retry_after=settle_s(ctx) - age)
+        _let_the_earlier_call_settle(ctx, claimed)
         # It did not land (or never left). Re-claim first: of two workers, only one sends.
         claim = _claim(ctx, return_id, expected=claimed)
     _send(ctx, loop, merchant, snap, action, claim)
+
+
+def _let_the_earlier_call_settle(ctx: Context, claimed: datetime | None) -> None:
+    """An earlier claim's call may still be under way: retry once it has had the time to land."""
+    age = (ctx.now() - as_utc(claimed)).total_seconds() if claimed is not None else float("inf")
+    if age < settle_s(ctx):
+        raise RetryableError("loop", "waiting to see whether the earlier call landed",
+                             retry_after=settle_s(ctx) - age)
 
 
 def _send(ctx: Context, loop, merchant: Merchant, snap: Return, action: str,
@@ -180,10 +186,13 @@ def _outcome_deadline(ctx: Context, ret: Return) -> datetime:
 
 
 def _claim(ctx: Context, return_id: int, expected: datetime | None = None) -> datetime | None:
-    """Mark that we are about to act, so no other worker (or retry) acts blindly again.
+    """Mark that we are sending the action now, so no other worker (or retry) acts blindly
+    again: the claim and the send marker in one write, the last before the request leaves.
 
     Succeeds only if the claim is still `expected` (None: unclaimed); returns the new claim.
-    A new claim starts with nothing sent.
+    Nothing that can wait lies between this write and the request: the step's Loop tokens were
+    taken before it started (runner.step), and any read comes before the claim. A request that
+    then does not leave releases it (_call_action), so "sent" means it may have reached Loop.
     """
     now = ctx.now()
     return now if _swap_claim(ctx, return_id, expected, now) else None
@@ -194,22 +203,12 @@ def _release(ctx: Context, return_id: int, claim: datetime) -> None:
 
 
 def _swap_claim(ctx: Context, return_id: int, expected: datetime | None, new: datetime | None) -> bool:
-    """Compare-and-set on the claim, under the row lock."""
+    """Compare-and-set on the claim, under the row lock; the send marker goes with it."""
     with locked(ctx, return_id) as (_, ret):
         if ret is None or ret.state != lc.DECIDED or as_utc(ret.loop_action_claimed_at) != as_utc(expected):
             return False
-        ret.loop_action_claimed_at = new
-        ret.loop_call_sent_at = None
+        ret.loop_action_claimed_at = ret.loop_call_sent_at = new
         return True
-
-
-def _mark_sent(ctx: Context, return_id: int, claim: datetime) -> None:
-    """Runs just before the request leaves (a rate-limit slot is ours). If another worker took
-    the claim meanwhile, stop here: nothing has been sent."""
-    with locked(ctx, return_id) as (_, ret):
-        if ret is None or ret.state != lc.DECIDED or as_utc(ret.loop_action_claimed_at) != as_utc(claim):
-            raise Superseded()
-        ret.loop_call_sent_at = ctx.now()
 
 
 def _call_action(ctx: Context, loop, snap: Return, action: str, return_id: int,
@@ -218,7 +217,7 @@ def _call_action(ctx: Context, loop, snap: Return, action: str, return_id: int,
     was lost after it may have reached Loop (never re-sent on our own). A clear refusal, or a
     call that never left, raises."""
     try:
-        _send_action(loop, snap, action, on_send=lambda: _mark_sent(ctx, return_id, claim))
+        _send_action(loop, snap, action)
     except NotSent:
         _release(ctx, return_id, claim)  # nothing happened in Loop: the retry starts afresh
         raise
@@ -239,16 +238,15 @@ def _call_action(ctx: Context, loop, snap: Return, action: str, return_id: int,
     return True
 
 
-def _send_action(loop, snap: Return, action: str, on_send) -> None:
+def _send_action(loop, snap: Return, action: str) -> None:
     if action == rules.PROCESS:
-        loop.process(snap.loop_return_id, {"rlm_ra_number": str(snap.rma_number)}, on_send=on_send)
+        loop.process(snap.loop_return_id, {"rlm_ra_number": str(snap.rma_number)})
     elif action == rules.FLAG:
-        loop.flag(snap.loop_return_id, on_send=on_send)
+        loop.flag(snap.loop_return_id)
     elif action == rules.REMOVE_AND_PROCESS:
-        loop.remove_items(snap.loop_return_id, (snap.decision_detail or {}).get("remove_line_item_ids", []),
-                          on_send=on_send)
+        loop.remove_items(snap.loop_return_id, (snap.decision_detail or {}).get("remove_line_item_ids", []))
     elif action == rules.CLOSE:
-        loop.close(snap.loop_return_id, on_send=on_send)
+        loop.close(snap.loop_return_id)
     else:
         raise StepFailed(f"unknown decision {action!r}")
 
@@ -259,7 +257,7 @@ def _grade(ctx: Context, loop, merchant: Merchant, snap: Return) -> str | None:
     if not merchant.criteria.grade_in_loop or snap.decision not in (rules.PROCESS, rules.FLAG,
                                                                     rules.REMOVE_AND_PROCESS):
         return None
-    with session_scope(ctx.sessions) as s:
+    with read_scope(ctx.sessions) as s:
         receipts = [{"lines": r.lines} for r in receipts_for(s, snap.merchant, snap.rma_number)]
     items = grades(snap.rma_lines, receipts, ctx.now())
     try:

@@ -6,7 +6,7 @@ from datetime import UTC, datetime, timedelta
 from sqlalchemy import select, update
 
 from integration.merchants import Merchant
-from integration.store.db import session_scope
+from integration.store.db import read_scope, session_scope
 from integration.store.models import FeedCursor, Receipt, Return, receipts_for
 from integration.workflow import lifecycle as lc
 from integration.workflow import rules, shadow
@@ -20,7 +20,7 @@ def poll_receipts(ctx: Context, merchant_name: str, max_pages: int = 50) -> int:
     """One incremental pass over RLM's receipt feed; returns how many new receipts it stored."""
     merchant = ctx.merchant(merchant_name)
     rlm = ctx.rlm(merchant)
-    with session_scope(ctx.sessions) as s:
+    with read_scope(ctx.sessions) as s:
         row = s.get(FeedCursor, (merchant.name, "rlm_receipts"))
         cursor = row.cursor if row else None
     since = (ctx.now() - timedelta(days=ctx.settings.receipt_lookback_days)).strftime("%Y-%m-%dT%H:%M:%SZ")

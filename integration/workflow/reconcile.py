@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from datetime import datetime, timedelta
 
-from integration.store.db import session_scope
+from integration.store.db import read_scope, session_scope
 from integration.store.models import FeedCursor
 from integration.store.status import find_return
 from integration.workflow import lifecycle as lc
@@ -24,7 +24,7 @@ def reconcile_loop(ctx: Context, merchant_name: str, overlap_s: float = 3600.0) 
     merchant = ctx.merchant(merchant_name)
     loop = ctx.loop(merchant)
     now = ctx.now()
-    with session_scope(ctx.sessions) as s:
+    with read_scope(ctx.sessions) as s:
         row = s.get(FeedCursor, (merchant.name, "loop_returns"))
         last = datetime.fromisoformat(row.cursor) if row and row.cursor else now - timedelta(days=7)
     start = max(as_utc(last) - timedelta(seconds=overlap_s), now - timedelta(days=119))
@@ -50,7 +50,7 @@ def reconcile_loop(ctx: Context, merchant_name: str, overlap_s: float = 3600.0) 
 
 def _news(ctx: Context, merchant: str, item: dict) -> str | None:
     """"new" (never seen), "changed" (its listed state differs from ours), or None."""
-    with session_scope(ctx.sessions) as s:
+    with read_scope(ctx.sessions) as s:
         ret = find_return(s, merchant, str(item["id"]))
         if ret is None:
             return "new"

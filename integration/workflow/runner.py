@@ -16,7 +16,7 @@ from typing import Protocol, overload
 
 from sqlalchemy.orm import Session
 
-from integration.store.db import after_commit, session_scope
+from integration.store.db import after_commit, read_scope, session_scope
 from integration.store.models import Return, WebhookEvent
 from integration.workflow import lifecycle as lc
 from integration.workflow.context import Context
@@ -87,7 +87,7 @@ def step(*, requires: Collection[str],
 
     def wrap(body: Callable[[StepRun], None]) -> StepFn:
         def run(ctx: Context, return_id: int) -> None:
-            with session_scope(ctx.sessions) as s:
+            with read_scope(ctx.sessions) as s:
                 snap = s.get(Return, return_id)
             if snap is None or snap.state not in states:
                 return

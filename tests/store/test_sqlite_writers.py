@@ -1,7 +1,8 @@
 """SQLite's write lock as the service takes it (integration/store/db.py): a writer behind another
 polls for the lock in short pauses instead of SQLite's busy handler (which sleeps 1, 2, 5 ... 100
 ms between tries), gets it as soon as it is free, and past the polling window still waits in
-SQLite's own way, its errors SQLAlchemy's. SQLite only: PostgreSQL has no database-wide lock."""
+SQLite's own way, its errors SQLAlchemy's; a session that only reads takes no lock at all. SQLite
+only, but for the last test: PostgreSQL has no database-wide lock."""
 from __future__ import annotations
 
 import threading
@@ -68,3 +69,34 @@ def test_polling_alone_reports_a_lock_still_held():
     assert db.begin_immediate_polling(waiter, within_s=0.05) is True
     assert waiter.in_transaction is True
     waiter.execute("COMMIT")
+
+
+def test_a_read_scope_reads_while_a_writer_holds_the_lock(engine):
+    """A step's snapshot neither takes the write lock nor waits for it: it sees what was
+    committed before the writer began."""
+    import time
+
+    from sqlalchemy.orm import sessionmaker
+
+    with engine.begin() as conn:
+        conn.execute(text("INSERT INTO t VALUES ('committed')"))
+    holding = threading.Event()
+    writer = hold_the_lock(engine, 1.0, holding)
+    started = time.monotonic()
+    with db.read_scope(sessionmaker(bind=engine)) as s:
+        seen = [r[0] for r in s.execute(text("SELECT who FROM t ORDER BY rowid"))]
+    waited = time.monotonic() - started
+    writer.join()
+    assert seen == ["committed"]
+    assert waited < 0.5  # the writer held the lock for 1 s
+
+
+def test_a_change_in_a_read_scope_is_refused_and_not_written(sessions):
+    """On both databases."""
+    from integration.store.models import FeedCursor
+
+    with pytest.raises(RuntimeError, match="read-only"):
+        with db.read_scope(sessions) as s:
+            s.add(FeedCursor(merchant="demo", feed="rlm_receipts", cursor="c1"))
+    with db.read_scope(sessions) as s:
+        assert s.get(FeedCursor, ("demo", "rlm_receipts")) is None

@@ -108,13 +108,11 @@ def test_a_process_call_applied_but_its_answer_lost_is_never_sent_again(harness_
 
 
 def test_a_worker_killed_after_the_process_request_left_never_sends_it_again(harness_for):
-    """The claim and the send marker were written, then the worker died: the call may be
-    queued in Loop, so the step waits for the outcome instead of sending it again."""
+    """The claim was written (with it, that the call is being sent), then the worker died: the
+    call may be queued in Loop, so the step waits for the outcome instead of sending it again."""
     h = harness_for()
     loop_id, rid = decided(h)
-    claim = loop_action._claim(h.ctx, rid)
-    assert claim is not None
-    loop_action._mark_sent(h.ctx, rid, claim)
+    assert loop_action._claim(h.ctx, rid) is not None
     h.queue.clear()
     later(h, 3600)  # long past the settle time: an old claim, as after a SIGKILL
     run(h, "act_in_loop", rid)
@@ -123,11 +121,13 @@ def test_a_worker_killed_after_the_process_request_left_never_sends_it_again(har
     assert ret.state == lc.LOOP_ACTIONED and ret.waiting_for == lc.Wait.LOOP_OUTCOME
 
 
-def test_a_claim_whose_request_never_left_is_sent_after_the_settle_time(harness_for):
-    """Killed while waiting for a rate-limit slot (claimed, nothing sent): safe to send."""
+def test_a_claim_without_its_send_marker_is_sent_after_the_settle_time(harness_for):
+    """A claim with nothing marked sent (written by a release that claimed first and marked the
+    send in a second write, its worker killed in between): nothing left, safe to send."""
     h = harness_for()
     loop_id, rid = decided(h)
-    assert loop_action._claim(h.ctx, rid) is not None
+    with h.ctx.sessions.begin() as s:
+        s.get(Return, rid).loop_action_claimed_at = h.ctx.now()
     h.queue.clear()
     later(h, loop_action.settle_s(h.ctx) + 1)
     run(h, "act_in_loop", rid)

@@ -174,7 +174,8 @@ def test_a_429_on_the_process_call_releases_the_claim_and_the_retry_processes_on
         raise AssertionError("the 429 should reach the task as a retry")
     except NotSent:
         pass
-    assert h.ret(rid).loop_action_claimed_at is None  # nothing happened in Loop
+    ret = h.ret(rid)  # nothing happened in Loop: neither claimed nor marked sent
+    assert ret.loop_action_claimed_at is None and ret.loop_call_sent_at is None
     loop_action.act_in_loop(h.ctx, rid)
     assert [a["action"] for a in h.loop_record(loop_id)["actions"] if a["ok"]] == ["process"]
 
@@ -188,8 +189,7 @@ def test_after_an_unclear_call_only_one_worker_may_send_it_again(harness_for):
     h = harness_for()
     loop_id, rid = decided(h)
     stale = h.ctx.now() - timedelta(hours=1)
-    assert loop_action._claim(h.ctx, rid) is not None
-    with h.ctx.sessions() as s:  # as if the earlier attempt died an hour ago without landing
+    with h.ctx.sessions() as s:  # as if the earlier attempt died an hour ago, nothing sent
         from integration.store.models import Return
 
         s.get(Return, rid).loop_action_claimed_at = stale
