@@ -36,10 +36,12 @@ def reading_engine(url: str) -> Engine:
     """For an occasional read (the merchants in effect): the process's pooled engine if it has
     one, else, on a server database, one that closes each connection when it is returned. A
     worker's main process, beat and Flower read the merchants at start and run no other query:
-    they keep no connection of the plan's afterwards (docs/operations.md, *Connection budget*)."""
-    if url.startswith("sqlite") or (url, False) in _engines:
-        return get_engine(url)
-    return _engine(url, transient=True)
+    they keep no connection of the plan's afterwards (docs/operations.md, *Connection budget*).
+    Its transactions only read: on SQLite they take no write lock (read_scope), so the check
+    every MERCHANTS_REFRESH_S in each process never waits behind a busy writer."""
+    shared = url.startswith("sqlite") or (url, False) in _engines
+    engine = get_engine(url) if shared else _engine(url, transient=True)
+    return engine.execution_options(**{READS_ONLY: True})
 
 
 def _engine(url: str, transient: bool) -> Engine:

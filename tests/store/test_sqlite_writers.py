@@ -91,6 +91,24 @@ def test_a_read_scope_reads_while_a_writer_holds_the_lock(engine):
     assert waited < 0.5  # the writer held the lock for 1 s
 
 
+def test_the_merchants_check_reads_while_a_writer_holds_the_lock(engine):
+    """Every process looks at the merchants table every few seconds (merchant_store.signature):
+    that read must not wait for the workflow's writers either."""
+    import time
+
+    from integration.store.merchant_store import signature
+
+    holding = threading.Event()
+    writer = hold_the_lock(engine, 1.0, holding)
+    started = time.monotonic()
+    assert signature(str(engine.url)) == (0, 0)  # no merchants table here
+    with db.reading_engine(str(engine.url)).connect() as conn:
+        assert conn.execute(text("SELECT count(*) FROM t")).scalar() == 0  # the insert is not committed
+    waited = time.monotonic() - started
+    writer.join()
+    assert waited < 0.5  # the writer held the lock for 1 s
+
+
 def test_a_change_in_a_read_scope_is_refused_and_not_written(sessions):
     """On both databases."""
     from integration.store.models import FeedCursor
