@@ -189,26 +189,28 @@ def _claim(ctx: Context, return_id: int, expected: datetime | None = None) -> da
     """Mark that we are sending the action now, so no other worker (or retry) acts blindly
     again: the claim and the send marker in one write, the last before the request leaves.
 
-    Succeeds only if the claim is still `expected` (None: unclaimed); returns the new claim.
-    Nothing that can wait lies between this write and the request: the step's Loop tokens were
-    taken before it started (runner.step), and any read comes before the claim. A request that
-    then does not leave releases it (_call_action), so "sent" means it may have reached Loop.
+    Succeeds only if the claim is still `expected` (None: unclaimed); returns the new claim,
+    timed once the row is ours. Nothing that can wait lies between this write and the request:
+    the step's Loop tokens were taken before it started (runner.step), and any read comes
+    before the claim. A request that then does not leave releases it (_call_action), so "sent"
+    means it may have reached Loop.
     """
-    now = ctx.now()
-    return now if _swap_claim(ctx, return_id, expected, now) else None
+    return _swap_claim(ctx, return_id, expected, take=True)
 
 
 def _release(ctx: Context, return_id: int, claim: datetime) -> None:
-    _swap_claim(ctx, return_id, claim, None)
+    _swap_claim(ctx, return_id, claim, take=False)
 
 
-def _swap_claim(ctx: Context, return_id: int, expected: datetime | None, new: datetime | None) -> bool:
-    """Compare-and-set on the claim, under the row lock; the send marker goes with it."""
+def _swap_claim(ctx: Context, return_id: int, expected: datetime | None, take: bool) -> datetime | None:
+    """Compare-and-set on the claim, under the row lock; the send marker goes with it. Returns
+    the new claim (None: the claim was not `expected`, or it is released)."""
     with locked(ctx, return_id) as (_, ret):
         if ret is None or ret.state != lc.DECIDED or as_utc(ret.loop_action_claimed_at) != as_utc(expected):
-            return False
+            return None
+        new = ctx.now() if take else None
         ret.loop_action_claimed_at = ret.loop_call_sent_at = new
-        return True
+        return new
 
 
 def _call_action(ctx: Context, loop, snap: Return, action: str, return_id: int,
