@@ -53,7 +53,6 @@ SCALE = 1000  # configured merchants for the beat's and the sweeper's cost
 LATENCY_TARGET, BOUND_TARGET, CPU_TARGET_S = 2.0, 0.9, 1.0
 
 
-
 def _merchants(n: int, loop_url: str, rlm_url: str) -> list[dict]:
     configs = []
     for i in range(n):
@@ -149,7 +148,6 @@ def _return_table():
     from integration.store.models import Return
 
     return Return.__table__
-
 
 
 def _trickle(decider: Decider, quiet: list[str], stop: threading.Event) -> None:
@@ -410,7 +408,7 @@ def main(burst: int = BURST, rate: float = BURST_RATE, quick: bool = False, prog
         if s["loop_queue_max"] <= 10:
             why = (f"; the `loop` queue never held more than {s['loop_queue_max']} messages (the burst waits for its "
                    "turns in the database), so the quiet steps did not wait behind the burst's; what is left is most likely "
-                   "their database writes (the Loop step's claim and its sent mark) and CPU contended by the "
+                   "the Loop step's one write before its request (the claim) and CPU contended by the "
                    "burst's own work on the 2 shared cores")
             if db == "sqlite":
                 why += (": on SQLite every write, the burst's 100 decisions a second included, takes the one "

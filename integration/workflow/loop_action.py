@@ -278,8 +278,6 @@ def _post_note_once(loop, snap: Return, check_existing: bool) -> None:
     loop.create_note(snap.loop_return_id, note)
 
 
-
-
 def loop_finished_processing(run: StepRun) -> bool:
     """Whether Loop shows our process call done, so the RMA can be closed.
 
